@@ -1,0 +1,258 @@
+//! otlp-collector: an OTLP/gRPC and OTLP/HTTP collector that validates,
+//! batches and forwards telemetry without losing what it acknowledged.
+//!
+//! [`Collector::start`] binds every listener and starts every pipeline;
+//! [`Collector::shutdown`] stops them in order (receivers, pipelines,
+//! exporters) within the configured deadline. The same code runs in the
+//! binary and in the integration tests.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod exporter;
+pub mod metrics;
+pub mod pipeline;
+pub mod receiver;
+pub mod server;
+pub mod signal;
+pub mod tap;
+pub mod telemetry;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::{Config, ProcessorConfig, component_type};
+use crate::exporter::{Exporter, QueueSettings, spawn_queue};
+use crate::metrics::Metrics;
+use crate::pipeline::batch::PipelineTask;
+use crate::pipeline::{MemoryBudget, PipelineInput, Pipelines, Processor};
+use crate::receiver::Ingest;
+use crate::receiver::grpc::OtlpGrpc;
+use crate::server::{ServeOptions, serve};
+use crate::signal::Signal;
+use crate::tap::{TapHub, TapService};
+
+/// gRPC health service names: the empty name (the whole server) and one per OTLP service.
+const HEALTH_SERVICES: [&str; 4] = [
+    "",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+];
+
+/// A running collector.
+pub struct Collector {
+    /// Where OTLP/gRPC listens (with port 0 in the config: the port chosen).
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub telemetry_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    config: Config,
+    health: HealthReporter,
+    ready: Arc<AtomicBool>,
+    stop_receivers: CancellationToken,
+    stop_pipelines: CancellationToken,
+    abort_exports: CancellationToken,
+    stop_telemetry: CancellationToken,
+    connections: TaskTracker,
+    pipelines: Vec<JoinHandle<()>>,
+    exports: TaskTracker,
+    telemetry: TaskTracker,
+}
+
+async fn bind(what: &str, endpoint: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(endpoint).await.with_context(|| format!("binding the {what} endpoint {endpoint}"))
+}
+
+impl Collector {
+    /// Binds the listeners and starts the pipelines. Fails if the config is
+    /// invalid, an exporter cannot be built, or a port cannot be bound.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::new());
+        let limit = config.service.limits.memory_limit_mib * 1024 * 1024;
+        metrics.memory_limit.set(limit as i64);
+        let budget = MemoryBudget::new(limit, metrics.memory_used.clone());
+        let tap = TapHub::new(metrics.tap_subscribers.clone(), metrics.tap_dropped.clone());
+
+        let stop_pipelines = CancellationToken::new();
+        let abort_exports = CancellationToken::new();
+        let exports = TaskTracker::new();
+        let mut exporters: BTreeMap<&str, Arc<Exporter>> = BTreeMap::new();
+        let mut inputs = Vec::new();
+        let mut pipelines = Vec::new();
+        for (name, pipe) in &config.service.pipelines {
+            let signal: Signal = component_type(name).parse().map_err(anyhow::Error::msg)?;
+            let mut queues = Vec::new();
+            for exp in &pipe.exporters {
+                let exporter_config = &config.exporters[exp];
+                let exporter = match exporters.get(exp.as_str()) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = Arc::new(Exporter::build(exp, exporter_config).with_context(|| format!("exporter {exp}"))?);
+                        exporters.insert(exp, e.clone());
+                        e
+                    }
+                };
+                let (retry, queue) = Exporter::settings(exporter_config);
+                let (size, capacity) = metrics.queue(exp, name);
+                let settings = QueueSettings { retry, queue, metrics: metrics.exporter(exp, signal), size, capacity };
+                queues.push(spawn_queue(exp.clone(), exporter, settings, abort_exports.clone(), &exports));
+            }
+            let mut processors = Vec::new();
+            let mut batch = None;
+            for p in &pipe.processors {
+                match &config.processors[p] {
+                    ProcessorConfig::Batch(b) => batch = Some(b.clone()),
+                    ProcessorConfig::Attributes(a) => processors.push(Processor::Attributes(a.actions.clone())),
+                    ProcessorConfig::Resource(a) => processors.push(Processor::Resource(a.actions.clone())),
+                    ProcessorConfig::Filter(f) => processors
+                        .push(Processor::Filter { config: f.clone(), dropped: metrics.processor_dropped(p, signal) }),
+                }
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(config.service.limits.pipeline_queue_size);
+            inputs.push((signal, PipelineInput { name: name.clone(), processors, tx }));
+            let task = PipelineTask { name: name.clone(), rx, batch, exporters: queues };
+            pipelines.push(tokio::spawn(task.run(stop_pipelines.clone())));
+        }
+        let ingest = Arc::new(Ingest::new(Pipelines::new(inputs, budget), tap.clone(), &metrics));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in HEALTH_SERVICES {
+            health.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let ready = Arc::new(AtomicBool::new(true));
+        let stop_receivers = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let otlp = &config.receivers.otlp;
+
+        let mut grpc_addr = None;
+        if let Some(grpc) = &otlp.grpc {
+            let listener = bind("gRPC", &grpc.endpoint).await?;
+            grpc_addr = Some(listener.local_addr()?);
+            let (traces, metrics_svc, logs) = OtlpGrpc::new(ingest.clone()).services(otlp.max_message_bytes);
+            let mut routes = tonic::service::Routes::new(health_service)
+                .add_service(traces)
+                .add_service(metrics_svc)
+                .add_service(logs);
+            if grpc.tap {
+                routes = routes.add_service(otlp_fleet::tap::v1::tap_server::TapServer::new(TapService::new(tap.clone())));
+            }
+            let options = ServeOptions {
+                http2_only: true,
+                max_concurrent_streams: Some(grpc.max_concurrent_streams),
+                keepalive: Some((grpc.keepalive_interval, grpc.keepalive_timeout)),
+                max_connection_age: grpc.max_connection_age,
+                grace: grpc.max_connection_age_grace,
+            };
+            let svc = routes.prepare();
+            tokio::spawn(serve(listener, svc, options, stop_receivers.clone(), connections.clone(), metrics.connections.clone()));
+        }
+        let mut http_addr = None;
+        if let Some(http) = &otlp.http {
+            let listener = bind("HTTP", &http.endpoint).await?;
+            http_addr = Some(listener.local_addr()?);
+            let router = receiver::http::router(ingest.clone(), otlp.max_message_bytes);
+            let options = ServeOptions::http(config.service.limits.shutdown_timeout / 2);
+            tokio::spawn(serve(listener, router, options, stop_receivers.clone(), connections.clone(), metrics.connections.clone()));
+        }
+
+        let stop_telemetry = CancellationToken::new();
+        let telemetry = TaskTracker::new();
+        let mut telemetry_addr = None;
+        if let Some(endpoint) = &config.service.telemetry.endpoint {
+            let listener = bind("telemetry", endpoint).await?;
+            telemetry_addr = Some(listener.local_addr()?);
+            let router = telemetry_router(metrics.clone(), ready.clone());
+            let options = ServeOptions::http(std::time::Duration::from_secs(1));
+            tokio::spawn(serve(listener, router, options, stop_telemetry.clone(), telemetry.clone(), Default::default()));
+        }
+        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, telemetry = ?telemetry_addr, "collector started");
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            telemetry_addr,
+            metrics,
+            config,
+            health,
+            ready,
+            stop_receivers,
+            stop_pipelines,
+            abort_exports,
+            stop_telemetry,
+            connections,
+            pipelines,
+            exports,
+            telemetry,
+        })
+    }
+
+    /// Stops in order: health goes NOT_SERVING, listeners close, connections
+    /// get GOAWAY and their in-flight requests finish; then pipelines flush
+    /// into the exporters, which deliver what they hold. Everything must be
+    /// done by the configured `shutdown_timeout`; past it, retries give up
+    /// (and what they held is counted as failed).
+    pub async fn shutdown(mut self) {
+        let deadline = Instant::now() + self.config.service.limits.shutdown_timeout;
+        tracing::info!("shutting down: health NOT_SERVING, draining connections");
+        self.ready.store(false, Ordering::SeqCst);
+        for name in HEALTH_SERVICES {
+            self.health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        self.stop_receivers.cancel();
+        self.connections.close();
+        if tokio::time::timeout_at(deadline, self.connections.wait()).await.is_err() {
+            tracing::warn!("connections still open at the shutdown deadline");
+        }
+        self.stop_pipelines.cancel();
+        for task in self.pipelines.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        self.exports.close();
+        if tokio::time::timeout_at(deadline, self.exports.wait()).await.is_err() {
+            tracing::warn!("exports still running at the shutdown deadline, abandoning retries");
+            self.abort_exports.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.exports.wait()).await;
+        }
+        self.stop_telemetry.cancel();
+        self.telemetry.close();
+        self.telemetry.wait().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// `/metrics`, `/healthz` (the process runs) and `/readyz` (it takes traffic).
+fn telemetry_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::SeqCst);
+                async move {
+                    if ready { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "draining\n") }
+                }
+            }),
+        )
+}

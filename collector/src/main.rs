@@ -1,0 +1,149 @@
+//! The `otlp-collector` binary: run the collector, check a config, or tap
+//! into a running collector's live data.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use otlp_collector::Collector;
+use otlp_collector::config::Config;
+use otlp_collector::signal::{Signal, decode_request};
+use otlp_fleet::tap::v1::tap_client::TapClient;
+use otlp_fleet::tap::v1::{Signal as TapSignal, WatchRequest};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "otlp-collector", version, about = "An OTLP/gRPC and OTLP/HTTP collector")]
+struct Cli {
+    /// The YAML config file. Without it: OTLP on 4317/4318, batched into the debug exporter.
+    #[arg(long, short, env = "COLLECTOR_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector (the default).
+    Run,
+    /// Check a config file (and the environment overrides); names every bad key.
+    Validate {
+        file: PathBuf,
+        /// Print the effective configuration when it is valid.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Stream live telemetry that matches a filter out of a running collector,
+    /// one OTLP-JSON line per event.
+    Tap {
+        /// The collector's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        addr: String,
+        /// traces, metrics or logs; repeat for several; none for all.
+        #[arg(long)]
+        signal: Vec<Signal>,
+        /// KEY=VALUE that a resource or item attribute must equal; repeatable.
+        #[arg(long = "match", value_parser = parse_match)]
+        matches: Vec<(String, String)>,
+        /// Fraction of matching requests to print.
+        #[arg(long, default_value_t = 1.0)]
+        sample: f64,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn parse_match(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Config::from_yaml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    config.apply_env(|k| std::env::var(k).ok())?;
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Validate { file, print } => {
+            let config = load(Some(&file))?;
+            if print {
+                print!("{config}");
+            } else {
+                println!("{}: valid", file.display());
+            }
+            Ok(())
+        }
+        Command::Tap { addr, signal, matches, sample, count } => {
+            tokio::runtime::Runtime::new()?.block_on(tap(addr, signal, matches, sample, count))
+        }
+        Command::Run => {
+            let config = load(cli.config.as_ref())?;
+            otlp_collector::telemetry::init(config.service.telemetry.log_format);
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if config.service.limits.max_workers > 0 {
+                runtime.worker_threads(config.service.limits.max_workers);
+            }
+            runtime.enable_all().build()?.block_on(run(config))
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let collector = Collector::start(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    collector.shutdown().await;
+    Ok(())
+}
+
+async fn tap(addr: String, signals: Vec<Signal>, matches: Vec<(String, String)>, sample: f64, count: Option<u64>) -> anyhow::Result<()> {
+    let mut client = TapClient::connect(addr.clone()).await.with_context(|| format!("connecting to {addr}"))?;
+    let request = WatchRequest {
+        signals: signals
+            .iter()
+            .map(|s| match s {
+                Signal::Traces => TapSignal::Traces as i32,
+                Signal::Metrics => TapSignal::Metrics as i32,
+                Signal::Logs => TapSignal::Logs as i32,
+            })
+            .collect(),
+        match_attributes: matches.into_iter().collect(),
+        sample_rate: sample,
+    };
+    // Keep the request stream open: closing it is fine, but there is nothing more to say.
+    let requests = futures::StreamExt::chain(futures::stream::iter([request]), futures::stream::pending());
+    let mut events = client.watch(requests).await?.into_inner();
+    let mut seen = 0;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(3600), events.message()).await?? {
+        let signal = match event.signal() {
+            TapSignal::Traces => Signal::Traces,
+            TapSignal::Metrics => Signal::Metrics,
+            TapSignal::Logs => Signal::Logs,
+            TapSignal::Unspecified => bail!("the collector sent an event without a signal"),
+        };
+        if event.dropped > 0 {
+            eprintln!("tap: {} events dropped (this client read too slowly)", event.dropped);
+        }
+        println!("{}", decode_request(signal, &event.otlp)?.to_json());
+        seen += 1;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
+}

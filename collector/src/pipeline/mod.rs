@@ -1,0 +1,269 @@
+//! Pipelines: receiver → processors → batch → exporter queues.
+//!
+//! Admission is all-or-nothing: a request is charged against the memory
+//! budget and given a slot in EVERY pipeline of its signal before any of them
+//! gets it, so a refusal never leaves a half-delivered request behind (the
+//! client's retry would duplicate it).
+
+pub mod batch;
+pub mod processor;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::mpsc;
+
+use crate::signal::{Payload, Signal};
+pub use processor::Processor;
+
+/// Why the pipeline could not take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("memory limit reached")]
+    MemoryLimit,
+    #[error("pipeline queue is full")]
+    QueueFull,
+    #[error("collector is shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Refusal::MemoryLimit => "memory_limit",
+            Refusal::QueueFull => "queue_full",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A byte budget for telemetry held anywhere in the pipelines.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    used: AtomicUsize,
+    limit: usize,
+    gauge: Gauge,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize, gauge: Gauge) -> Arc<Self> {
+        Arc::new(Self { used: AtomicUsize::new(0), limit, gauge })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `bytes`, or refuses if that would pass the limit.
+    pub fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used + bytes > self.limit {
+                return None;
+            }
+            match self.used.compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.gauge.set((used + bytes) as i64);
+                    return Some(Ticket { budget: self.clone(), bytes });
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
+        self.gauge.set((before - bytes) as i64);
+    }
+}
+
+/// Bytes held against the budget; released when dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Ticket {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes over the bytes of `other`.
+    pub fn merge(&mut self, mut other: Ticket) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Moves up to `bytes` into a new ticket.
+    pub fn split(&mut self, bytes: usize) -> Ticket {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Ticket { budget: self.budget.clone(), bytes }
+    }
+
+    /// Divides the ticket into `n` parts (the last takes the remainder).
+    pub fn divide(mut self, n: usize) -> Vec<Ticket> {
+        let share = self.bytes / n.max(1);
+        let mut parts: Vec<Ticket> = (1..n).map(|_| self.split(share)).collect();
+        parts.push(self);
+        parts
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.release(self.bytes);
+        }
+    }
+}
+
+/// Data on its way through one pipeline, with the memory it holds.
+#[derive(Debug)]
+pub struct Batch {
+    pub payload: Payload,
+    pub ticket: Ticket,
+}
+
+impl Batch {
+    /// Splits off the first `n` items, with a proportional share of the ticket.
+    pub fn split_front(&mut self, n: usize) -> Batch {
+        let before = self.payload.items().max(1);
+        let payload = self.payload.split_front(n);
+        let share = self.ticket.bytes() * payload.items() / before;
+        Batch { ticket: self.ticket.split(share), payload }
+    }
+
+    pub fn append(&mut self, other: Batch) {
+        self.payload.append(other.payload);
+        self.ticket.merge(other.ticket);
+    }
+}
+
+/// The entry of one pipeline.
+#[derive(Debug)]
+pub struct PipelineInput {
+    pub name: String,
+    pub processors: Vec<Processor>,
+    pub tx: mpsc::Sender<Batch>,
+}
+
+/// Every pipeline, by signal.
+#[derive(Debug)]
+pub struct Pipelines {
+    inputs: [Vec<PipelineInput>; 3],
+    budget: Arc<MemoryBudget>,
+}
+
+impl Pipelines {
+    pub fn new(inputs: Vec<(Signal, PipelineInput)>, budget: Arc<MemoryBudget>) -> Self {
+        let mut by_signal: [Vec<PipelineInput>; 3] = Default::default();
+        for (signal, input) in inputs {
+            by_signal[signal.index()].push(input);
+        }
+        Self { inputs: by_signal, budget }
+    }
+
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
+    pub fn has(&self, signal: Signal) -> bool {
+        !self.inputs[signal.index()].is_empty()
+    }
+
+    /// Hands `payload` to every pipeline of its signal, or to none.
+    /// `bytes` is its encoded size; each pipeline's copy is charged for it.
+    pub fn accept(&self, payload: Payload, bytes: usize) -> Result<(), Refusal> {
+        let inputs = &self.inputs[payload.signal().index()];
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let ticket = self.budget.try_acquire(bytes.max(1) * inputs.len()).ok_or(Refusal::MemoryLimit)?;
+        let mut permits = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            match input.tx.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(mpsc::error::TrySendError::Full(())) => return Err(Refusal::QueueFull),
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(Refusal::ShuttingDown),
+            }
+        }
+        let tickets = ticket.divide(inputs.len());
+        let last = inputs.len() - 1;
+        let mut payload = Some(payload);
+        for (i, ((input, permit), ticket)) in inputs.iter().zip(permits).zip(tickets).enumerate() {
+            let mut copy = if i == last {
+                payload.take().expect("the last pipeline takes the original")
+            } else {
+                payload.as_ref().expect("present until the last pipeline").clone()
+            };
+            for p in &input.processors {
+                p.apply(&mut copy);
+            }
+            if !copy.is_empty() {
+                permit.send(Batch { payload: copy, ticket });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::testdata::*;
+
+    fn pipelines(n: usize, cap: usize, limit: usize) -> (Pipelines, Vec<mpsc::Receiver<Batch>>) {
+        let mut inputs = Vec::new();
+        let mut rxs = Vec::new();
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel(cap);
+            inputs.push((Signal::Traces, PipelineInput { name: format!("traces/{i}"), processors: vec![], tx }));
+            rxs.push(rx);
+        }
+        (Pipelines::new(inputs, MemoryBudget::new(limit, Gauge::default())), rxs)
+    }
+
+    #[test]
+    fn fan_out_is_all_or_nothing() {
+        let (p, mut rxs) = pipelines(2, 1, 1 << 20);
+        let t = traces(1, 1, 2);
+        p.accept(t.clone(), 100).unwrap();
+        // The first pipeline drains, the second stays full: nobody gets the next request.
+        rxs[0].try_recv().unwrap();
+        assert_eq!(p.accept(t.clone(), 100), Err(Refusal::QueueFull));
+        assert!(rxs[0].try_recv().is_err(), "the pipeline with room got nothing");
+        assert_eq!(p.budget().used(), 100, "only the queued copy holds memory");
+    }
+
+    #[test]
+    fn memory_limit_refuses_and_releases() {
+        let (p, mut rxs) = pipelines(1, 10, 250);
+        p.accept(traces(1, 1, 1), 100).unwrap();
+        p.accept(traces(1, 1, 1), 100).unwrap();
+        assert_eq!(p.accept(traces(1, 1, 1), 100), Err(Refusal::MemoryLimit));
+        drop(rxs[0].try_recv().unwrap());
+        assert_eq!(p.budget().used(), 100);
+        p.accept(traces(1, 1, 1), 100).unwrap();
+    }
+
+    #[test]
+    fn closed_pipeline_means_shutting_down() {
+        let (p, mut rxs) = pipelines(1, 10, 1000);
+        rxs[0].close();
+        assert_eq!(p.accept(traces(1, 1, 1), 10), Err(Refusal::ShuttingDown));
+        assert_eq!(p.budget().used(), 0);
+    }
+
+    #[test]
+    fn batch_split_shares_the_ticket() {
+        let budget = MemoryBudget::new(1000, Gauge::default());
+        let mut b = Batch { payload: traces(1, 1, 10), ticket: budget.try_acquire(1000).unwrap() };
+        let head = b.split_front(4);
+        assert_eq!((head.payload.items(), head.ticket.bytes()), (4, 400));
+        assert_eq!((b.payload.items(), b.ticket.bytes()), (6, 600));
+        drop(head);
+        assert_eq!(budget.used(), 600);
+    }
+}

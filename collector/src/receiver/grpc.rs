@@ -1,0 +1,120 @@
+//! OTLP/gRPC: the three collector services on one tonic router.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use otlp_fleet::codec::Decoded;
+use otlp_fleet::otlp::logs::logs_service_server::{LogsService, LogsServiceServer};
+use otlp_fleet::otlp::metrics::metrics_service_server::{MetricsService, MetricsServiceServer};
+use otlp_fleet::otlp::trace::trace_service_server::{TraceService, TraceServiceServer};
+use tokio::time::Instant;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
+use crate::pipeline::Refusal;
+use crate::signal::{Payload, Signal};
+
+#[derive(Debug, Clone)]
+pub struct OtlpGrpc {
+    ingest: Arc<Ingest>,
+}
+
+/// The gRPC status for a rejected request. Refusals carry a RetryInfo: OTLP
+/// clients retry RESOURCE_EXHAUSTED only when it has one.
+pub fn status(rejection: &Rejection) -> Status {
+    match rejection {
+        Rejection::Invalid(msg) => Status::invalid_argument(msg.clone()),
+        Rejection::Refused(r) => {
+            let code = if *r == Refusal::ShuttingDown { Code::Unavailable } else { Code::ResourceExhausted };
+            Status::with_error_details(code, format!("{r}, retry later"), ErrorDetails::with_retry_info(Some(RETRY_AFTER)))
+        }
+    }
+}
+
+impl OtlpGrpc {
+    pub fn new(ingest: Arc<Ingest>) -> Self {
+        Self { ingest }
+    }
+
+    fn handle(&self, signal: Signal, payload: Payload, wire_len: usize) -> Result<Accepted, Status> {
+        let started = Instant::now();
+        let m = self.ingest.metrics(signal, Transport::Grpc);
+        let result = self.ingest.ingest(Transport::Grpc, payload, wire_len).map_err(|r| status(&r));
+        m.request(result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
+        m.duration.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The three services, with compression and the decompressed-size limit.
+    pub fn services(
+        self,
+        max_message_bytes: usize,
+    ) -> (TraceServiceServer<Self>, MetricsServiceServer<Self>, LogsServiceServer<Self>) {
+        macro_rules! configure {
+            ($server:expr) => {
+                $server
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
+                    .send_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Zstd)
+                    .max_decoding_message_size(max_message_bytes)
+            };
+        }
+        (
+            configure!(TraceServiceServer::new(self.clone())),
+            configure!(MetricsServiceServer::new(self.clone())),
+            configure!(LogsServiceServer::new(self)),
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<Decoded<ExportTraceServiceRequest>>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let Decoded { message, wire_len } = request.into_inner();
+        let a = self.handle(Signal::Traces, message.into(), wire_len)?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (a.rejected > 0)
+                .then(|| ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<Decoded<ExportMetricsServiceRequest>>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let Decoded { message, wire_len } = request.into_inner();
+        let a = self.handle(Signal::Metrics, message.into(), wire_len)?;
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: (a.rejected > 0)
+                .then(|| ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<Decoded<ExportLogsServiceRequest>>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let Decoded { message, wire_len } = request.into_inner();
+        let a = self.handle(Signal::Logs, message.into(), wire_len)?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (a.rejected > 0)
+                .then(|| ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
+        }))
+    }
+}

@@ -1,0 +1,207 @@
+//! OTLP/HTTP: `POST /v1/{traces,metrics,logs}` with protobuf or JSON bodies,
+//! optionally gzip or zstd encoded, answered in the request's encoding.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
+use tokio::time::Instant;
+
+use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
+use crate::pipeline::Refusal;
+use crate::signal::{Payload, Signal};
+
+#[derive(Debug)]
+struct HttpState {
+    ingest: Arc<Ingest>,
+    max_message_bytes: usize,
+}
+
+/// The OTLP/HTTP routes.
+pub fn router(ingest: Arc<Ingest>, max_message_bytes: usize) -> Router {
+    let state = Arc::new(HttpState { ingest, max_message_bytes });
+    Router::new()
+        .route("/v1/traces", post(|s, h, b| export(s, h, b, Signal::Traces)))
+        .route("/v1/metrics", post(|s, h, b| export(s, h, b, Signal::Metrics)))
+        .route("/v1/logs", post(|s, h, b| export(s, h, b, Signal::Logs)))
+        .with_state(state)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// `google.rpc.Status`, the body of an OTLP/HTTP error.
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn error(format: Format, status: StatusCode, code: tonic::Code, message: String) -> Response {
+    let body = RpcStatus { code: code as i32, message };
+    let bytes = match format {
+        Format::Protobuf => body.encode_to_vec(),
+        Format::Json => serde_json::to_vec(&body).expect("a status serialises"),
+    };
+    (status, [(header::CONTENT_TYPE, format.content_type())], bytes).into_response()
+}
+
+async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body, signal: Signal) -> Response {
+    let started = Instant::now();
+    let m = state.ingest.metrics(signal, Transport::Http);
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
+        "application/json" => Format::Json,
+        other => {
+            m.request(tonic::Code::InvalidArgument);
+            return error(
+                Format::Json,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                format!("unsupported content type `{other}`: use application/x-protobuf or application/json"),
+            );
+        }
+    };
+    let (code, response) = match handle(&state, &headers, body, signal, format).await {
+        Ok(response) => (tonic::Code::Ok, response),
+        Err((status, code, message, retry)) => {
+            let mut response = error(format, status, code, message);
+            if retry {
+                let secs = HeaderValue::from(RETRY_AFTER.as_secs().max(1));
+                response.headers_mut().insert(header::RETRY_AFTER, secs);
+            }
+            (code, response)
+        }
+    };
+    m.request(code);
+    m.duration.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+type Failure = (StatusCode, tonic::Code, String, bool);
+
+fn invalid(message: String) -> Failure {
+    (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, false)
+}
+
+async fn handle(state: &HttpState, headers: &HeaderMap, body: Body, signal: Signal, format: Format) -> Result<Response, Failure> {
+    let limit = state.max_message_bytes;
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            format!("request body is larger than the {limit} byte limit"),
+            false,
+        )
+    };
+    let raw = Limited::new(body, limit).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() { too_large() } else { invalid(format!("reading body: {e}")) }
+    })?;
+    let raw = raw.to_bytes();
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let body = match encoding {
+        "identity" | "" => raw,
+        "gzip" => inflate(flate2::read::GzDecoder::new(&raw[..]), limit).map_err(|e| e.map_or_else(too_large, invalid))?,
+        "zstd" => {
+            let decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| invalid(format!("zstd: {e}")))?;
+            inflate(decoder, limit).map_err(|e| e.map_or_else(too_large, invalid))?
+        }
+        other => return Err(invalid(format!("unsupported content encoding `{other}`: use gzip or zstd"))),
+    };
+    let payload = decode(signal, format, &body).map_err(invalid)?;
+    let wire_len = match format {
+        Format::Protobuf => body.len(),
+        Format::Json => payload.encoded_len(),
+    };
+    let accepted = state.ingest.ingest(Transport::Http, payload, wire_len).map_err(|r| match r {
+        Rejection::Invalid(msg) => invalid(msg),
+        Rejection::Refused(Refusal::ShuttingDown) => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, Refusal::ShuttingDown.to_string(), true)
+        }
+        Rejection::Refused(r) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), true),
+    })?;
+    Ok(respond(signal, format, accepted))
+}
+
+/// Decompresses at most `limit` bytes; `Err(None)` means the limit was passed.
+fn inflate(reader: impl Read, limit: usize) -> Result<Bytes, Option<String>> {
+    let mut out = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| Some(format!("decompressing: {e}")))?;
+    if out.len() > limit { Err(None) } else { Ok(out.into()) }
+}
+
+fn decode(signal: Signal, format: Format, body: &[u8]) -> Result<Payload, String> {
+    fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| format!("malformed OTLP JSON: {e}"))
+    }
+    match format {
+        Format::Protobuf => crate::signal::decode_request(signal, body).map_err(|e| format!("malformed protobuf: {e}")),
+        Format::Json => Ok(match signal {
+            Signal::Traces => json::<ExportTraceServiceRequest>(body)?.into(),
+            Signal::Metrics => json::<ExportMetricsServiceRequest>(body)?.into(),
+            Signal::Logs => json::<ExportLogsServiceRequest>(body)?.into(),
+        }),
+    }
+}
+
+fn respond(signal: Signal, format: Format, a: Accepted) -> Response {
+    fn body<T: Message + serde::Serialize>(format: Format, msg: T) -> Vec<u8> {
+        match format {
+            Format::Protobuf => msg.encode_to_vec(),
+            Format::Json => serde_json::to_vec(&msg).expect("a response serialises"),
+        }
+    }
+    let partial = a.rejected > 0;
+    let bytes = match signal {
+        Signal::Traces => body(
+            format,
+            ExportTraceServiceResponse {
+                partial_success: partial
+                    .then(|| ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
+            },
+        ),
+        Signal::Metrics => body(
+            format,
+            ExportMetricsServiceResponse {
+                partial_success: partial
+                    .then(|| ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
+            },
+        ),
+        Signal::Logs => body(
+            format,
+            ExportLogsServiceResponse {
+                partial_success: partial
+                    .then(|| ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
+            },
+        ),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], Body::from(bytes)).into_response()
+}

@@ -1,0 +1,26 @@
+//! The project's own wire API: the collector's live-tap service, and the OTLP
+//! collector services generated with a codec that reports malformed protobuf
+//! as `INVALID_ARGUMENT`, as the OTLP specification asks.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+
+/// `otlpfleet.tap.v1`: stream matching telemetry out of a running collector.
+pub mod tap {
+    pub mod v1 {
+        tonic::include_proto!("otlpfleet.tap.v1");
+    }
+}
+
+/// Servers for the three OTLP collector services (`Export` only).
+pub mod otlp {
+    pub mod trace {
+        include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.collector.trace.v1.TraceService.rs"));
+    }
+    pub mod metrics {
+        include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.collector.metrics.v1.MetricsService.rs"));
+    }
+    pub mod logs {
+        include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.collector.logs.v1.LogsService.rs"));
+    }
+}

@@ -438,12 +438,14 @@ impl Config {
             _ => return Err(ConfigError(vec!["the document must be a mapping".into()])),
         };
         let mut problems = Vec::new();
-        let mut config = Config {
-            receivers: Receivers::default(),
-            processors: BTreeMap::new(),
-            exporters: BTreeMap::new(),
-            service: Service::default(),
-        };
+        // A section absent from the file keeps its default; one present replaces it.
+        let mut config = Config::default();
+        if root.contains_key("processors") {
+            config.processors.clear();
+        }
+        if root.contains_key("exporters") {
+            config.exporters.clear();
+        }
         for (key, value) in root {
             let Some(key) = key.as_str() else {
                 problems.push(format!("{key:?}: keys must be strings"));
@@ -683,10 +685,12 @@ impl Config {
                 Err(_) => p.push(format!("MAX_WORKERS: `{v}` is not a number")),
             }
         }
+        // SSL_CERT_FILE alone is often set machine-wide to a CA bundle for
+        // outgoing TLS; it means "serve TLS" only together with SSL_KEY_FILE.
         let cert = get("SSL_CERT_FILE");
         let key = get("SSL_KEY_FILE");
         let ca = get("SSL_CLIENT_CA_FILE");
-        if cert.is_some() || key.is_some() || ca.is_some() {
+        if key.is_some() || self.receivers.otlp.tls.is_some() {
             let tls = self.receivers.otlp.tls.get_or_insert_with(TlsConfig::default);
             if let Some(cert) = cert {
                 tls.cert_file = cert;
@@ -850,6 +854,20 @@ service: {pipelines: {logs: {processors: [batch, filter, missing], exporters: [d
         assert_eq!(otlp.endpoint, "http://collector-b:4317");
         assert!(config.service.pipelines.values().all(|p| p.exporters == ["otlp"]));
         assert_eq!(config.receivers.otlp.tls.as_ref().unwrap().cert_file, "/tls/tls.crt");
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default_config() {
+        assert_eq!(Config::from_yaml("").unwrap(), Config::default());
+        let only_receivers = Config::from_yaml("receivers: {otlp: {http: null}}").unwrap();
+        assert_eq!(only_receivers.exporters, Config::default().exporters);
+    }
+
+    #[test]
+    fn ssl_cert_file_alone_does_not_turn_tls_on() {
+        let mut config = Config::default();
+        config.apply_env(|k| (k == "SSL_CERT_FILE").then(|| "/etc/ssl/certs/ca-certificates.crt".to_owned())).unwrap();
+        assert_eq!(config.receivers.otlp.tls, None);
     }
 
     #[test]

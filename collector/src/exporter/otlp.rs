@@ -107,7 +107,7 @@ pub fn classify(endpoint: &str, status: &Status) -> ExportError {
 /// (they share one wire shape: field 1 is the partial success with the
 /// rejected count in field 1 and the message in field 2).
 #[derive(Debug, Default)]
-struct RawCodec(PhantomData<()>);
+pub struct RawCodec(PhantomData<()>);
 
 impl Codec for RawCodec {
     type Encode = Bytes;
@@ -125,7 +125,7 @@ impl Codec for RawCodec {
 }
 
 #[derive(Debug)]
-struct RawEncoder;
+pub struct RawEncoder;
 
 impl Encoder for RawEncoder {
     type Item = Bytes;
@@ -138,7 +138,7 @@ impl Encoder for RawEncoder {
 }
 
 #[derive(Debug)]
-struct ResponseDecoder;
+pub struct ResponseDecoder;
 
 impl Decoder for ResponseDecoder {
     type Item = ExportTraceServiceResponse;

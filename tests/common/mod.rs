@@ -1,0 +1,161 @@
+//! Shared helpers for the integration tests: a collector on 127.0.0.1 with
+//! a file exporter, readers for what it wrote, and waits with deadlines.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use otlp_collector::Collector;
+use otlp_collector::config::Config;
+use otlp_collector::exporter::otlp::RawCodec;
+use otlp_collector::signal::{Payload, Signal};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use tempfile::TempDir;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A collector writing every signal to `out` as OTLP-JSON lines.
+pub struct TestCollector {
+    pub collector: Collector,
+    pub out: PathBuf,
+    pub dir: TempDir,
+}
+
+/// YAML for a collector on 127.0.0.1:0 whose pipelines batch into a file
+/// exporter; `extra` is appended (and may add processors or exporters).
+pub fn config_yaml(out: &Path, processors: &str, extra: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    grpc: {{endpoint: "127.0.0.1:0"}}
+    http: {{endpoint: "127.0.0.1:0"}}
+processors:
+  batch: {{timeout: 50ms, send_batch_size: 256}}
+{processors}
+exporters:
+  file: {{path: "{out}"}}
+{extra}
+service:
+  telemetry: {{endpoint: "127.0.0.1:0", log_format: text}}
+  limits: {{shutdown_timeout: 5s}}
+  pipelines:
+    traces: {{processors: [batch], exporters: [file]}}
+    metrics: {{processors: [batch], exporters: [file]}}
+    logs: {{processors: [batch], exporters: [file]}}
+"#,
+        out = out.display()
+    )
+}
+
+impl TestCollector {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the default test config, changed by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out.jsonl");
+        let mut config = Config::from_yaml(&config_yaml(&out, "", "")).expect("test config is valid");
+        edit(&mut config);
+        Self::start_config(config, out, dir).await
+    }
+
+    pub async fn start_config(config: Config, out: PathBuf, dir: TempDir) -> Self {
+        otlp_collector::telemetry::init(otlp_collector::config::LogFormat::Text);
+        let collector = Collector::start(config).await.expect("collector starts");
+        Self { collector, out, dir }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.collector.grpc_addr.expect("grpc enabled"))
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.collector.http_addr.expect("http enabled"))
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("http://{}/metrics", self.collector.telemetry_addr.expect("telemetry enabled"));
+        reqwest::get(url).await.expect("GET /metrics").text().await.expect("metrics body")
+    }
+
+    /// Everything the file exporter wrote so far.
+    pub fn written(&self) -> Vec<Payload> {
+        read_file_export(&self.out)
+    }
+
+    /// Waits until the file holds at least `n` items of `signal`, then returns them all.
+    pub async fn wait_items(&self, signal: Signal, n: usize) -> Vec<Payload> {
+        let out = self.out.clone();
+        wait_for(&format!("{n} {signal} items in {}", out.display()), || {
+            let out = out.clone();
+            async move {
+                let got: Vec<Payload> = read_file_export(&out).into_iter().filter(|p| p.signal() == signal).collect();
+                (got.iter().map(Payload::items).sum::<usize>() >= n).then_some(got)
+            }
+        })
+        .await
+    }
+}
+
+/// Parses the file exporter's OTLP-JSON lines.
+pub fn read_file_export(path: &Path) -> Vec<Payload> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            if line.starts_with(r#"{"resourceSpans""#) {
+                serde_json::from_str::<ExportTraceServiceRequest>(line).expect("trace line").into()
+            } else if line.starts_with(r#"{"resourceMetrics""#) {
+                serde_json::from_str::<ExportMetricsServiceRequest>(line).expect("metrics line").into()
+            } else {
+                serde_json::from_str::<ExportLogsServiceRequest>(line).expect("logs line").into()
+            }
+        })
+        .collect()
+}
+
+pub fn total_items(payloads: &[Payload]) -> usize {
+    payloads.iter().map(Payload::items).sum()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing after [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {DEADLINE:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends raw bytes as the body of `signal`'s Export call, optionally compressed.
+pub async fn export_raw(
+    url: &str,
+    signal: Signal,
+    body: Vec<u8>,
+    compression: Option<CompressionEncoding>,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let channel = Channel::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if let Some(c) = compression {
+        grpc = grpc.send_compressed(c);
+    }
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
+    grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec::default()).await.map(|r| r.into_inner())
+}

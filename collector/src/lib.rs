@@ -159,7 +159,7 @@ impl Collector {
                 max_connection_age: grpc.max_connection_age,
                 grace: grpc.max_connection_age_grace,
             };
-            let svc = routes.prepare();
+            let svc = tower::ServiceBuilder::new().map_response(oversize_is_resource_exhausted).service(routes.prepare());
             tokio::spawn(serve(listener, svc, options, stop_receivers.clone(), connections.clone(), metrics.connections.clone()));
         }
         let mut http_addr = None;
@@ -233,6 +233,18 @@ impl Collector {
         self.telemetry.wait().await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// tonic answers a message over `max_decoding_message_size` with OUT_OF_RANGE,
+/// which the OTLP specification lists as retryable, so clients would resend
+/// it forever. gRPC's reference servers say RESOURCE_EXHAUSTED, which OTLP
+/// clients do not retry without a RetryInfo. Our handlers never answer
+/// OUT_OF_RANGE, so every such status comes from that size check.
+fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    if response.headers().get("grpc-status").is_some_and(|v| v == "11") {
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// `/metrics`, `/healthz` (the process runs) and `/readyz` (it takes traffic).

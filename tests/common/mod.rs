@@ -69,7 +69,9 @@ impl TestCollector {
     }
 
     pub async fn start_config(config: Config, out: PathBuf, dir: TempDir) -> Self {
-        otlp_collector::telemetry::init(otlp_collector::config::LogFormat::Text);
+        if std::env::var_os("RUST_LOG").is_some() {
+            otlp_collector::telemetry::init(otlp_collector::config::LogFormat::Text);
+        }
         let collector = Collector::start(config).await.expect("collector starts");
         Self { collector, out, dir }
     }
@@ -158,4 +160,85 @@ pub async fn export_raw(
     grpc.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
     grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec::default()).await.map(|r| r.into_inner())
+}
+
+pub mod otlp {
+    //! Small OTLP requests built by hand, with ids that tell items apart.
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    pub fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            ..Default::default()
+        }
+    }
+
+    /// A span whose trace id encodes `n`, so every span of a test is distinct.
+    pub fn span(n: u64, name: &str) -> Span {
+        let mut trace_id = vec![0xab; 8];
+        trace_id.extend_from_slice(&n.to_be_bytes());
+        Span { trace_id, span_id: (n + 1).to_be_bytes().to_vec(), name: name.into(), ..Default::default() }
+    }
+
+    /// `count` spans numbered from `first`, for `service`.
+    pub fn traces(service: &str, first: u64, count: u64) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (first..first + count).map(|n| span(n, &format!("span-{n}"))).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    pub fn logs(service: &str, bodies: &[&str]) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: bodies
+                        .iter()
+                        .map(|b| LogRecord {
+                            severity_text: "INFO".into(),
+                            body: Some(AnyValue { value: Some(any_value::Value::StringValue((*b).into())) }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+}
+
+/// Trace ids of every span in `payloads`, in order.
+pub fn span_numbers(payloads: &[Payload]) -> Vec<u64> {
+    payloads
+        .iter()
+        .flat_map(|p| match p {
+            Payload::Traces(v) => v
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| u64::from_be_bytes(s.trace_id[8..16].try_into().expect("16-byte trace id")))
+                .collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+pub async fn trace_client(url: &str) -> opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<Channel> {
+    opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(url.to_owned())
+        .await
+        .expect("connect")
 }

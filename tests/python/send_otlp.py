@@ -20,14 +20,12 @@ import sys
 try:
     from opentelemetry._logs import SeverityNumber
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExportResult
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
-    from opentelemetry.sdk._logs.export import LogRecordExportResult
-
     import grpc
     from opentelemetry.exporter.otlp.proto.grpc import _log_exporter as grpc_logs
     from opentelemetry.exporter.otlp.proto.grpc import metric_exporter as grpc_metrics

@@ -181,6 +181,8 @@ fn respond(signal: Signal, format: Format, a: Accepted) -> Response {
     }
     let partial = a.rejected > 0;
     let bytes = match signal {
+        // An empty response is `{}`, not `{"partialSuccess":null}`.
+        _ if !partial && format == Format::Json => b"{}".to_vec(),
         Signal::Traces => body(
             format,
             ExportTraceServiceResponse {

@@ -83,6 +83,10 @@ impl Collector {
     /// invalid, an exporter cannot be built, or a port cannot be bound.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        if config.receivers.otlp.tls.is_some() {
+            // Refuse rather than serve plaintext to clients that expect TLS.
+            anyhow::bail!("receivers.otlp.tls is set, but this build does not serve TLS yet");
+        }
         let metrics = Arc::new(Metrics::new());
         let limit = config.service.limits.memory_limit_mib * 1024 * 1024;
         metrics.memory_limit.set(limit as i64);

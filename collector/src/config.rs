@@ -51,6 +51,8 @@ pub struct OtlpReceiver {
     /// Server TLS for both endpoints (absent: plaintext).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Open connections over both endpoints; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for OtlpReceiver {
@@ -60,6 +62,7 @@ impl Default for OtlpReceiver {
             http: Some(HttpReceiver::default()),
             max_message_bytes: 4 * 1024 * 1024,
             tls: None,
+            max_connections: 10_000,
         }
     }
 }
@@ -113,15 +116,122 @@ impl Default for HttpReceiver {
     }
 }
 
-/// Server TLS material, as files (a mounted Secret).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// Server TLS material, as files (a mounted Secret). The files are watched
+/// and reloaded without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
     pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: String,
     /// With a client CA, clients must present a certificate it signed (mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
+    /// Lowest TLS version accepted: "1.3" (default) or "1.2".
+    pub min_version: TlsVersion,
+    /// A connection that has not finished its handshake by then is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: None,
+            min_version: TlsVersion::V1_3,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[default]
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// Which clients may send which signals. A client is named by its identity:
+/// the first URI SAN of its certificate (e.g. a SPIFFE id), else its first DNS
+/// SAN, else its subject CN, else `ip:<address>` without a certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// For identities no rule matches.
+    pub default: AccessDefault,
+    /// The first rule whose pattern matches the identity decides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AccessRule>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self { default: AccessDefault::Allow, rules: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessDefault {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// Identity patterns: exact, or a prefix ending in `*`.
+    pub identities: Vec<String>,
+    /// Signals these identities may send; empty: none.
+    pub signals: Vec<Signal>,
+}
+
+/// Token buckets per client identity, shared by all its connections.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Applies to every identity without an override; absent: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<RateLimit>,
+    /// The first override whose pattern matches the identity applies.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Export requests per second; absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Items (spans, data points, log records) per second; absent: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_per_second: Option<f64>,
+    /// Bucket size, in seconds of the rates above.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub burst_seconds: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    pub identities: Vec<String>,
+    #[serde(flatten)]
+    pub limit: RateLimit,
 }
 
 /// A processor, by the type named before the `/` of its key.
@@ -340,6 +450,10 @@ pub struct Service {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     pub telemetry: Telemetry,
     pub limits: Limits,
+    /// Identity-based ACLs (which client may send which signals).
+    pub access: AccessConfig,
+    /// Per-identity rate limits.
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Default for Service {
@@ -350,7 +464,13 @@ impl Default for Service {
             exporters: vec!["debug".into()],
         };
         let pipelines = Signal::ALL.iter().map(|s| (s.as_str().to_owned(), pipeline.clone())).collect();
-        Self { pipelines, telemetry: Telemetry::default(), limits: Limits::default() }
+        Self {
+            pipelines,
+            telemetry: Telemetry::default(),
+            limits: Limits::default(),
+            access: AccessConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+        }
     }
 }
 
@@ -636,6 +756,29 @@ impl Config {
                 }
             }
         }
+        if otlp.max_connections == 0 {
+            p.push("receivers.otlp.max_connections: must be at least 1".into());
+        }
+        for (i, rule) in self.service.access.rules.iter().enumerate() {
+            check_patterns(&format!("service.access.rules[{i}].identities"), &rule.identities, &mut p);
+        }
+        let rl = &self.service.rate_limits;
+        let limits_list = rl.default.iter().map(|l| ("service.rate_limits.default".to_owned(), l)).chain(
+            rl.overrides.iter().enumerate().map(|(i, o)| (format!("service.rate_limits.overrides[{i}]"), &o.limit)),
+        );
+        for (path, limit) in limits_list {
+            for (what, rate) in [("requests_per_second", limit.requests_per_second), ("items_per_second", limit.items_per_second)] {
+                if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                    p.push(format!("{path}.{what}: must be a positive number"));
+                }
+            }
+            if !(limit.burst_seconds > 0.0 && limit.burst_seconds.is_finite()) {
+                p.push(format!("{path}.burst_seconds: must be a positive number"));
+            }
+        }
+        for (i, o) in rl.overrides.iter().enumerate() {
+            check_patterns(&format!("service.rate_limits.overrides[{i}].identities"), &o.identities, &mut p);
+        }
         let limits = &self.service.limits;
         if limits.memory_limit_mib == 0 {
             p.push("service.limits.memory_limit_mib: must be at least 1".into());
@@ -762,6 +905,17 @@ fn components(path: &str, value: Value, problems: &mut Vec<String>) -> Vec<(Stri
         _ => {
             problems.push(format!("{path}: must be a mapping of component name to settings"));
             Vec::new()
+        }
+    }
+}
+
+fn check_patterns(path: &str, patterns: &[String], problems: &mut Vec<String>) {
+    if patterns.is_empty() {
+        problems.push(format!("{path}: at least one identity pattern is required"));
+    }
+    for pattern in patterns {
+        if pattern.is_empty() || pattern.trim_end_matches('*').contains('*') {
+            problems.push(format!("{path}: `{pattern}` must be an identity, or a prefix ending in a single `*`"));
         }
     }
 }

@@ -42,7 +42,10 @@ use crate::pipeline::batch::PipelineTask;
 use crate::pipeline::{MemoryBudget, PipelineInput, Pipelines, Processor};
 use crate::receiver::Ingest;
 use crate::receiver::grpc::OtlpGrpc;
-use crate::server::{ServeOptions, serve};
+use crate::server::access::Access;
+use crate::server::ratelimit::RateLimiter;
+use crate::server::tls::{Alpn, Tls};
+use crate::server::{ServeOptions, Shared, serve};
 use crate::signal::Signal;
 use crate::tap::{TapHub, TapService};
 
@@ -83,10 +86,6 @@ impl Collector {
     /// invalid, an exporter cannot be built, or a port cannot be bound.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        if config.receivers.otlp.tls.is_some() {
-            // Refuse rather than serve plaintext to clients that expect TLS.
-            anyhow::bail!("receivers.otlp.tls is set, but this build does not serve TLS yet");
-        }
         let metrics = Arc::new(Metrics::new());
         let limit = config.service.limits.memory_limit_mib * 1024 * 1024;
         metrics.memory_limit.set(limit as i64);
@@ -133,7 +132,9 @@ impl Collector {
             let task = PipelineTask { name: name.clone(), rx, batch, exporters: queues };
             pipelines.push(tokio::spawn(task.run(stop_pipelines.clone())));
         }
-        let ingest = Arc::new(Ingest::new(Pipelines::new(inputs, budget), tap.clone(), &metrics));
+        let access = Access::new(config.service.access.clone());
+        let limiter = RateLimiter::new(config.service.rate_limits.clone());
+        let ingest = Arc::new(Ingest::new(Pipelines::new(inputs, budget), tap.clone(), access, limiter, metrics.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in HEALTH_SERVICES {
@@ -143,6 +144,21 @@ impl Collector {
         let stop_receivers = CancellationToken::new();
         let connections = TaskTracker::new();
         let otlp = &config.receivers.otlp;
+        let tls = match &otlp.tls {
+            Some(t) => {
+                let tls = Tls::load(t, metrics.tls_reload_failures.clone(), metrics.tls_not_after.clone())?;
+                tls.watch(stop_receivers.clone())?;
+                Some(tls)
+            }
+            None => None,
+        };
+        let shared = Shared {
+            shutdown: stop_receivers.clone(),
+            tracker: connections.clone(),
+            connections: metrics.connections.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(otlp.max_connections)),
+            refused: metrics.refused_connections.clone(),
+        };
 
         let mut grpc_addr = None;
         if let Some(grpc) = &otlp.grpc {
@@ -164,7 +180,8 @@ impl Collector {
                 grace: grpc.max_connection_age_grace,
             };
             let svc = tower::ServiceBuilder::new().map_response(oversize_is_resource_exhausted).service(routes.prepare());
-            tokio::spawn(serve(listener, svc, options, stop_receivers.clone(), connections.clone(), metrics.connections.clone()));
+            let tls = tls.clone().map(|t| (t, Alpn::H2));
+            tokio::spawn(serve(listener, tls, svc, options, shared.clone()));
         }
         let mut http_addr = None;
         if let Some(http) = &otlp.http {
@@ -172,7 +189,8 @@ impl Collector {
             http_addr = Some(listener.local_addr()?);
             let router = receiver::http::router(ingest.clone(), otlp.max_message_bytes);
             let options = ServeOptions::http(config.service.limits.shutdown_timeout / 2);
-            tokio::spawn(serve(listener, router, options, stop_receivers.clone(), connections.clone(), metrics.connections.clone()));
+            let tls = tls.clone().map(|t| (t, Alpn::H2Http11));
+            tokio::spawn(serve(listener, tls, router, options, shared.clone()));
         }
 
         let stop_telemetry = CancellationToken::new();
@@ -181,9 +199,16 @@ impl Collector {
         if let Some(endpoint) = &config.service.telemetry.endpoint {
             let listener = bind("telemetry", endpoint).await?;
             telemetry_addr = Some(listener.local_addr()?);
-            let router = telemetry_router(metrics.clone(), ready.clone());
+            let router = telemetry_router(metrics.clone(), ready.clone(), tls.clone());
             let options = ServeOptions::http(std::time::Duration::from_secs(1));
-            tokio::spawn(serve(listener, router, options, stop_telemetry.clone(), telemetry.clone(), Default::default()));
+            let shared = Shared {
+                shutdown: stop_telemetry.clone(),
+                tracker: telemetry.clone(),
+                connections: Default::default(),
+                slots: Arc::new(tokio::sync::Semaphore::new(64)),
+                refused: Default::default(),
+            };
+            tokio::spawn(serve(listener, None, router, options, shared));
         }
         tracing::info!(grpc = ?grpc_addr, http = ?http_addr, telemetry = ?telemetry_addr, "collector started");
         Ok(Self {
@@ -252,7 +277,7 @@ fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::R
 }
 
 /// `/metrics`, `/healthz` (the process runs) and `/readyz` (it takes traffic).
-fn telemetry_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+fn telemetry_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>, tls: Option<Arc<Tls>>) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -261,7 +286,19 @@ fn telemetry_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body) }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || {
+                // Still healthy (the previous certificate serves), but say so.
+                let problem = tls.as_ref().and_then(|t| t.problem());
+                async move {
+                    match problem {
+                        Some(p) => format!("ok\ntls: reload failed, serving the previous certificate: {p}\n"),
+                        None => "ok\n".to_owned(),
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

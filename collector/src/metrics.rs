@@ -48,6 +48,8 @@ pub struct Metrics {
     queue_size: Family<Labels, Gauge>,
     queue_capacity: Family<Labels, Gauge>,
     processor_dropped: Family<Labels, Counter>,
+    client_refused: Family<Labels, Counter>,
+    pub refused_connections: Counter,
     pub memory_used: Gauge,
     pub memory_limit: Gauge,
     pub tap_subscribers: Gauge,
@@ -96,6 +98,18 @@ impl Metrics {
         registry.register("exporter_queue_capacity", "Capacity of an exporter's queue", queue_capacity.clone());
         let processor_dropped = Family::default();
         registry.register("processor_dropped_items", "Items a filter processor dropped", processor_dropped.clone());
+        let client_refused = Family::default();
+        registry.register(
+            "receiver_client_refused_items",
+            "Items refused per client (the matching access or rate-limit pattern, else other), by reason",
+            client_refused.clone(),
+        );
+        let refused_connections = Counter::default();
+        registry.register(
+            "receiver_refused_connections",
+            "Connections closed before serving: connection limit, failed or slow TLS handshake, nothing sent",
+            refused_connections.clone(),
+        );
         let memory_used = Gauge::default();
         registry.register_with_unit("memory_used", "Telemetry held in queues and batches (encoded size)", Unit::Bytes, memory_used.clone());
         let memory_limit = Gauge::default();
@@ -124,6 +138,8 @@ impl Metrics {
             queue_size,
             queue_capacity,
             processor_dropped,
+            client_refused,
+            refused_connections,
             memory_used,
             memory_limit,
             tap_subscribers,
@@ -169,6 +185,10 @@ impl Metrics {
     pub fn queue(&self, exporter: &str, pipeline: &str) -> (Gauge, Gauge) {
         let l = labels(&[("exporter", exporter), ("pipeline", pipeline)]);
         (self.queue_size.get_or_create(&l).clone(), self.queue_capacity.get_or_create(&l).clone())
+    }
+
+    pub fn client_refused(&self, client: &str, reason: &'static str, items: u64) {
+        self.client_refused.get_or_create(&labels(&[("client", client), ("reason", reason)])).inc_by(items);
     }
 
     pub fn processor_dropped(&self, processor: &str, signal: Signal) -> Counter {

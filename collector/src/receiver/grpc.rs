@@ -1,6 +1,7 @@
 //! OTLP/gRPC: the three collector services on one tonic router.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -18,6 +19,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
 use crate::pipeline::Refusal;
+use crate::server::tls::ClientIdentity;
 use crate::signal::{Payload, Signal};
 
 #[derive(Debug, Clone)]
@@ -30,6 +32,12 @@ pub struct OtlpGrpc {
 pub fn status(rejection: &Rejection) -> Status {
     match rejection {
         Rejection::Invalid(msg) => Status::invalid_argument(msg.clone()),
+        Rejection::Denied(msg) => Status::permission_denied(msg.clone()),
+        Rejection::RateLimited(_, wait) => {
+            // Round up to whole milliseconds so a client never retries too early.
+            let wait = Duration::from_millis(wait.as_millis() as u64 + 1);
+            Status::with_error_details(Code::ResourceExhausted, rejection.to_string(), ErrorDetails::with_retry_info(Some(wait)))
+        }
         Rejection::Refused(r) => {
             let code = if *r == Refusal::ShuttingDown { Code::Unavailable } else { Code::ResourceExhausted };
             Status::with_error_details(code, format!("{r}, retry later"), ErrorDetails::with_retry_info(Some(RETRY_AFTER)))
@@ -42,10 +50,17 @@ impl OtlpGrpc {
         Self { ingest }
     }
 
-    fn handle(&self, signal: Signal, payload: Payload, wire_len: usize) -> Result<Accepted, Status> {
+    fn handle<T>(&self, signal: Signal, request: Request<Decoded<T>>) -> Result<Accepted, Status>
+    where
+        Payload: From<T>,
+    {
         let started = Instant::now();
         let m = self.ingest.metrics(signal, Transport::Grpc);
-        let result = self.ingest.ingest(Transport::Grpc, payload, wire_len).map_err(|r| status(&r));
+        let identity = request.extensions().get::<ClientIdentity>().cloned().unwrap_or_else(|| {
+            ClientIdentity(request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip())))
+        });
+        let Decoded { message, wire_len } = request.into_inner();
+        let result = self.ingest.ingest(Transport::Grpc, &identity, message.into(), wire_len).map_err(|r| status(&r));
         m.request(result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
         m.duration.observe(started.elapsed().as_secs_f64());
         result
@@ -80,8 +95,7 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<Decoded<ExportTraceServiceRequest>>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let Decoded { message, wire_len } = request.into_inner();
-        let a = self.handle(Signal::Traces, message.into(), wire_len)?;
+        let a = self.handle(Signal::Traces, request)?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (a.rejected > 0)
                 .then(|| ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
@@ -95,8 +109,7 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<Decoded<ExportMetricsServiceRequest>>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let Decoded { message, wire_len } = request.into_inner();
-        let a = self.handle(Signal::Metrics, message.into(), wire_len)?;
+        let a = self.handle(Signal::Metrics, request)?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: (a.rejected > 0)
                 .then(|| ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
@@ -110,8 +123,7 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<Decoded<ExportLogsServiceRequest>>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let Decoded { message, wire_len } = request.into_inner();
-        let a = self.handle(Signal::Logs, message.into(), wire_len)?;
+        let a = self.handle(Signal::Logs, request)?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (a.rejected > 0)
                 .then(|| ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
 use crate::pipeline::Refusal;
+use crate::server::tls::ClientIdentity;
 use crate::signal::{Payload, Signal};
 
 #[derive(Debug)]
@@ -34,9 +35,9 @@ struct HttpState {
 pub fn router(ingest: Arc<Ingest>, max_message_bytes: usize) -> Router {
     let state = Arc::new(HttpState { ingest, max_message_bytes });
     Router::new()
-        .route("/v1/traces", post(|s, h, b| export(s, h, b, Signal::Traces)))
-        .route("/v1/metrics", post(|s, h, b| export(s, h, b, Signal::Metrics)))
-        .route("/v1/logs", post(|s, h, b| export(s, h, b, Signal::Logs)))
+        .route("/v1/traces", post(|State(s), r| export(s, r, Signal::Traces)))
+        .route("/v1/metrics", post(|State(s), r| export(s, r, Signal::Metrics)))
+        .route("/v1/logs", post(|State(s), r| export(s, r, Signal::Logs)))
         .with_state(state)
 }
 
@@ -73,7 +74,10 @@ fn error(format: Format, status: StatusCode, code: tonic::Code, message: String)
     (status, [(header::CONTENT_TYPE, format.content_type())], bytes).into_response()
 }
 
-async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body, signal: Signal) -> Response {
+async fn export(state: Arc<HttpState>, request: axum::extract::Request, signal: Signal) -> Response {
+    let identity = request.extensions().get::<ClientIdentity>().cloned().unwrap_or(ClientIdentity("unknown".into()));
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let started = Instant::now();
     let m = state.ingest.metrics(signal, Transport::Http);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -90,12 +94,13 @@ async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: B
             );
         }
     };
-    let (code, response) = match handle(&state, &headers, body, signal, format).await {
+    let (code, response) = match handle(&state, &identity, &headers, body, signal, format).await {
         Ok(response) => (tonic::Code::Ok, response),
         Err((status, code, message, retry)) => {
             let mut response = error(format, status, code, message);
-            if retry {
-                let secs = HeaderValue::from(RETRY_AFTER.as_secs().max(1));
+            if let Some(after) = retry {
+                // Retry-After is in whole seconds: round up.
+                let secs = HeaderValue::from(after.as_secs() + u64::from(after.subsec_nanos() > 0));
                 response.headers_mut().insert(header::RETRY_AFTER, secs);
             }
             (code, response)
@@ -106,20 +111,29 @@ async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: B
     response
 }
 
-type Failure = (StatusCode, tonic::Code, String, bool);
+/// An error answer: HTTP status, the gRPC code inside the body, a message,
+/// and the delay for `Retry-After` when a retry may succeed.
+type Failure = (StatusCode, tonic::Code, String, Option<std::time::Duration>);
 
 fn invalid(message: String) -> Failure {
-    (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, false)
+    (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, None)
 }
 
-async fn handle(state: &HttpState, headers: &HeaderMap, body: Body, signal: Signal, format: Format) -> Result<Response, Failure> {
+async fn handle(
+    state: &HttpState,
+    identity: &ClientIdentity,
+    headers: &HeaderMap,
+    body: Body,
+    signal: Signal,
+    format: Format,
+) -> Result<Response, Failure> {
     let limit = state.max_message_bytes;
     let too_large = || {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
             tonic::Code::ResourceExhausted,
             format!("request body is larger than the {limit} byte limit"),
-            false,
+            None,
         )
     };
     let raw = Limited::new(body, limit).collect().await.map_err(|e| {
@@ -141,12 +155,19 @@ async fn handle(state: &HttpState, headers: &HeaderMap, body: Body, signal: Sign
         Format::Protobuf => body.len(),
         Format::Json => payload.encoded_len(),
     };
-    let accepted = state.ingest.ingest(Transport::Http, payload, wire_len).map_err(|r| match r {
+    let accepted = state.ingest.ingest(Transport::Http, identity, payload, wire_len).map_err(|r| match r {
         Rejection::Invalid(msg) => invalid(msg),
-        Rejection::Refused(Refusal::ShuttingDown) => {
-            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, Refusal::ShuttingDown.to_string(), true)
+        Rejection::Denied(msg) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied, msg, None),
+        Rejection::RateLimited(_, wait) => {
+            (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), Some(wait))
         }
-        Rejection::Refused(r) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), true),
+        Rejection::Refused(Refusal::ShuttingDown) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            Refusal::ShuttingDown.to_string(),
+            Some(RETRY_AFTER),
+        ),
+        Rejection::Refused(r) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), Some(RETRY_AFTER)),
     })?;
     Ok(respond(signal, format, accepted))
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use crate::metrics::{Metrics, ReceiverMetrics};
 use crate::pipeline::{Pipelines, Refusal};
+use crate::server::access::Access;
+use crate::server::ratelimit::RateLimiter;
+use crate::server::tls::ClientIdentity;
 use crate::signal::{Payload, Signal};
 use crate::tap::TapHub;
 use crate::validate::validate;
@@ -33,6 +36,12 @@ pub enum Rejection {
     /// Nothing in the request was valid.
     #[error("{0}")]
     Invalid(String),
+    /// The client may not send this signal.
+    #[error("{0}")]
+    Denied(String),
+    /// The client is over its rate limit; it may retry after the delay.
+    #[error("client `{0}` is over its rate limit")]
+    RateLimited(String, Duration),
     #[error("{0}")]
     Refused(Refusal),
 }
@@ -43,22 +52,45 @@ pub enum Rejection {
 pub struct Ingest {
     pipelines: Pipelines,
     tap: Arc<TapHub>,
+    access: Access,
+    limiter: RateLimiter,
     metrics: [[ReceiverMetrics; 2]; 3],
+    shared: Arc<Metrics>,
 }
 
 impl Ingest {
-    pub fn new(pipelines: Pipelines, tap: Arc<TapHub>, metrics: &Metrics) -> Self {
+    pub fn new(pipelines: Pipelines, tap: Arc<TapHub>, access: Access, limiter: RateLimiter, metrics: Arc<Metrics>) -> Self {
         let m = |s| [metrics.receiver(s, "grpc"), metrics.receiver(s, "http")];
-        Self { pipelines, tap, metrics: [m(Signal::Traces), m(Signal::Metrics), m(Signal::Logs)] }
+        let per_signal = [m(Signal::Traces), m(Signal::Metrics), m(Signal::Logs)];
+        Self { pipelines, tap, access, limiter, metrics: per_signal, shared: metrics }
+    }
+
+    fn client_refused(&self, identity: &ClientIdentity, reason: &'static str, items: usize) {
+        let label = self.access.label(&identity.0, self.limiter.patterns());
+        self.shared.client_refused(label, reason, items as u64);
     }
 
     pub fn metrics(&self, signal: Signal, transport: Transport) -> &ReceiverMetrics {
         &self.metrics[signal.index()][transport as usize]
     }
 
-    /// Takes one decoded request of `wire_len` bytes.
-    pub fn ingest(&self, transport: Transport, mut payload: Payload, wire_len: usize) -> Result<Accepted, Rejection> {
-        let m = self.metrics(payload.signal(), transport);
+    /// Takes one decoded request of `wire_len` bytes from `identity`.
+    pub fn ingest(
+        &self,
+        transport: Transport,
+        identity: &ClientIdentity,
+        mut payload: Payload,
+        wire_len: usize,
+    ) -> Result<Accepted, Rejection> {
+        let signal = payload.signal();
+        let m = self.metrics(signal, transport);
+        if let Err(why) = self.access.check(&identity.0, signal) {
+            let items = payload.items();
+            m.refused("denied", items as u64);
+            self.client_refused(identity, "denied", items);
+            tracing::warn!(client = %identity, %signal, "denied by the access rules");
+            return Err(Rejection::Denied(why));
+        }
         let rejected = validate(&mut payload);
         if rejected.count > 0 {
             m.refused("invalid", rejected.count as u64);
@@ -67,6 +99,14 @@ impl Ingest {
             return if rejected.count > 0 { Err(Rejection::Invalid(rejected.message())) } else { Ok(Accepted::default()) };
         }
         let items = payload.items() as u64;
+        if self.limiter.is_enabled() {
+            if let Err(wait) = self.limiter.check(&identity.0, items as usize) {
+                m.refused("rate_limited", items);
+                self.client_refused(identity, "rate_limited", items as usize);
+                tracing::debug!(client = %identity, %signal, ?wait, "rate limited");
+                return Err(Rejection::RateLimited(identity.0.clone(), wait));
+            }
+        }
         self.tap.publish(&payload);
         match self.pipelines.accept(payload, wire_len) {
             Ok(()) => {

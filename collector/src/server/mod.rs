@@ -4,6 +4,14 @@
 //!
 //! tonic's own `Server` cannot limit connection age, so connections are
 //! served with hyper directly and the tonic routes are a plain tower service.
+//!
+//! Hostile clients are bounded here: a global connection limit, a deadline
+//! for the TLS handshake (or, in plaintext, for the first byte), 64 KiB of
+//! headers, and a header-read timeout on HTTP/1.
+
+pub mod access;
+pub mod ratelimit;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,12 +22,24 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Service, ServiceExt};
+
+use self::tls::{Alpn, ClientIdentity, Tls};
+
+/// Largest header block (HTTP/2 header list, HTTP/1 buffer) a client may send.
+const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// Plaintext connections must send their first byte within this time.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -38,16 +58,27 @@ impl ServeOptions {
     }
 }
 
+/// What every listener of one collector shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Open connections (gauge) and the limit on them.
+    pub connections: Gauge,
+    pub slots: Arc<Semaphore>,
+    /// Connections closed at once because of the limit, or a failed/slow handshake.
+    pub refused: Counter,
+}
+
 /// Serves `service` on every connection of `listener` until `shutdown`; then
 /// sends GOAWAY on every connection and lets in-flight requests finish
 /// within the grace period. Connection tasks are tracked by `tracker`.
 pub async fn serve<S, B>(
     listener: TcpListener,
+    tls: Option<(Arc<Tls>, Alpn)>,
     service: S,
     options: ServeOptions,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    connections: Gauge,
+    shared: Shared,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -58,7 +89,7 @@ pub async fn serve<S, B>(
     let local = listener.local_addr().ok();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -69,38 +100,92 @@ pub async fn serve<S, B>(
                 }
             },
         };
+        let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+            shared.refused.inc();
+            tracing::warn!(%peer, "connection limit reached, closing the new connection");
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         let service = service.clone();
         let options = options.clone();
-        let shutdown = shutdown.clone();
-        let connections = connections.clone();
-        tracker.spawn(async move {
-            connections.inc();
-            serve_connection(stream, peer, local, service, &options, &shutdown).await;
-            connections.dec();
+        let tls = tls.clone();
+        let shared = shared.clone();
+        shared.tracker.clone().spawn(async move {
+            shared.connections.inc();
+            let info = TcpConnectInfo { local_addr: local, remote_addr: Some(peer) };
+            match accept(stream, peer, tls.as_ref()).await {
+                Ok(Accepted::Plain(stream)) => {
+                    let identity = ClientIdentity::from_addr(peer);
+                    serve_connection(stream, info, identity, service, &options, &shared.shutdown).await
+                }
+                Ok(Accepted::Tls(stream, identity)) => {
+                    serve_connection(*stream, info, identity, service, &options, &shared.shutdown).await
+                }
+                Err(e) => {
+                    shared.refused.inc();
+                    tracing::debug!(%peer, error = %e, "connection refused before serving");
+                }
+            }
+            shared.connections.dec();
+            drop(slot);
         });
     }
 }
 
-async fn serve_connection<S, B>(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
+enum Accepted {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, ClientIdentity),
+}
+
+/// The TLS handshake (bounded in time) and the client's identity; in
+/// plaintext, a wait for the first byte.
+async fn accept(stream: TcpStream, peer: SocketAddr, tls: Option<&(Arc<Tls>, Alpn)>) -> Result<Accepted, String> {
+    let Some((tls, alpn)) = tls else {
+        let mut byte = [0u8; 1];
+        return match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut byte)).await {
+            Ok(Ok(n)) if n > 0 => Ok(Accepted::Plain(stream)),
+            Ok(Ok(_)) => Err("closed before sending anything".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("sent nothing in time".into()),
+        };
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(*alpn));
+    let stream = match tokio::time::timeout(tls.handshake_timeout(), acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Err(_) => return Err("TLS handshake timed out".into()),
+    };
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| ClientIdentity::from_certificate(leaf))
+        .unwrap_or_else(|| ClientIdentity::from_addr(peer));
+    Ok(Accepted::Tls(Box::new(stream), identity))
+}
+
+async fn serve_connection<I, S, B>(
+    stream: I,
+    info: TcpConnectInfo,
+    identity: ClientIdentity,
     service: S,
     options: &ServeOptions,
     shutdown: &CancellationToken,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let info = TcpConnectInfo { local_addr: local, remote_addr: Some(peer) };
+    let peer = info.remote_addr.map_or_else(|| "?".to_owned(), |a| a.to_string());
     let service = service.map_request(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
+        req.extensions_mut().insert(identity.clone());
         req
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -109,10 +194,19 @@ async fn serve_connection<S, B>(
     }
     {
         let mut h2 = builder.http2();
-        h2.timer(TokioTimer::new()).max_concurrent_streams(options.max_concurrent_streams);
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(options.max_concurrent_streams)
+            .max_header_list_size(MAX_HEADER_BYTES);
         if let Some((interval, timeout)) = options.keepalive {
             h2.keep_alive_interval(interval).keep_alive_timeout(timeout);
         }
+    }
+    if !options.http2_only {
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(FIRST_BYTE_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES as usize);
     }
     let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);

@@ -2,6 +2,8 @@
 //! a file exporter, readers for what it wrote, and waits with deadlines.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod pki;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

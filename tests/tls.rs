@@ -297,3 +297,36 @@ async fn silent_connections_and_connection_floods_are_bounded() {
     drop(held);
     c.collector.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_exporter_forwards_over_mtls() {
+    use otlp_collector::config::{ClientTlsConfig, ExporterConfig, OtlpExporterConfig};
+    let secret = Secret::new();
+    let b = tls_collector(&secret, true, |_| {}).await;
+    let me = secret.ca.client("spiffe://test/ns/edge/sa/collector-a");
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let tls = ClientTlsConfig {
+        ca_file: Some(write("ca.crt", &secret.ca.pem())),
+        cert_file: Some(write("tls.crt", &me.cert)),
+        key_file: Some(write("tls.key", &me.key)),
+        server_name: Some("localhost".into()),
+    };
+    let endpoint = format!("https://{}", b.collector.grpc_addr.unwrap());
+    let a = TestCollector::start_with(|cfg| {
+        let otlp = OtlpExporterConfig { endpoint, tls: Some(tls), ..Default::default() };
+        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(otlp))].into();
+        for p in cfg.service.pipelines.values_mut() {
+            p.exporters = vec!["otlp".into()];
+        }
+    })
+    .await;
+    common::trace_client(&a.grpc_url()).await.export(otlp::traces("svc", 0, 25)).await.unwrap();
+    assert_eq!(common::span_numbers(&b.wait_items(Signal::Traces, 25).await), (0..25).collect::<Vec<_>>());
+    a.collector.shutdown().await;
+    b.collector.shutdown().await;
+}

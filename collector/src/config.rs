@@ -356,6 +356,26 @@ pub struct OtlpExporterConfig {
     pub headers: BTreeMap<String, String>,
     pub retry: RetryConfig,
     pub queue: QueueConfig,
+    /// Client TLS for `https://` endpoints; without it the system roots verify the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// TLS towards an exporter's server.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTlsConfig {
+    /// PEM CA bundle that verifies the server (instead of the system roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Client certificate and key, for servers that require mTLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// The name to verify the server's certificate against (default: the endpoint's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 impl Default for OtlpExporterConfig {
@@ -367,6 +387,7 @@ impl Default for OtlpExporterConfig {
             headers: BTreeMap::new(),
             retry: RetryConfig::default(),
             queue: QueueConfig::default(),
+            tls: None,
         }
     }
 }
@@ -708,6 +729,14 @@ impl Config {
                         p.push(format!("{path}.endpoint: `{}` must start with http:// or https://", o.endpoint));
                     } else if o.endpoint.parse::<http::Uri>().is_err() {
                         p.push(format!("{path}.endpoint: `{}` is not a valid URI", o.endpoint));
+                    }
+                    if let Some(tls) = &o.tls {
+                        if !o.endpoint.starts_with("https://") {
+                            p.push(format!("{path}.tls: set, but the endpoint is not https://"));
+                        }
+                        if tls.cert_file.is_some() != tls.key_file.is_some() {
+                            p.push(format!("{path}.tls: cert_file and key_file go together"));
+                        }
                     }
                     if o.queue.size == 0 || o.queue.consumers == 0 {
                         p.push(format!("{path}.queue: size and consumers must be at least 1"));

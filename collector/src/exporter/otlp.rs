@@ -20,7 +20,7 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 use super::ExportError;
-use crate::config::{Compression, OtlpExporterConfig};
+use crate::config::{ClientTlsConfig, Compression, OtlpExporterConfig};
 use crate::signal::Payload;
 
 #[derive(Debug)]
@@ -34,12 +34,15 @@ pub struct OtlpExporter {
 
 impl OtlpExporter {
     pub fn new(config: &OtlpExporterConfig) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(config.endpoint.clone())?
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(10));
+        if config.endpoint.starts_with("https://") {
+            endpoint = endpoint.tls_config(client_tls(config.tls.as_ref())?)?;
+        }
+        let channel = endpoint.connect_lazy();
         let mut headers = MetadataMap::new();
         for (k, v) in &config.headers {
             headers.insert(MetadataKey::from_bytes(k.as_bytes())?, MetadataValue::try_from(v.as_str())?);
@@ -77,6 +80,23 @@ impl OtlpExporter {
             _ => Ok(()),
         }
     }
+}
+
+fn client_tls(config: Option<&ClientTlsConfig>) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    let Some(config) = config else { return Ok(tls.with_native_roots()) };
+    let read = |path: &str| std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {path}: {e}"));
+    tls = match &config.ca_file {
+        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    if let Some(name) = &config.server_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(tls)
 }
 
 /// Maps a gRPC status to a retryable or permanent error (OTLP spec rules).

@@ -17,6 +17,7 @@ pub mod signal;
 pub mod tap;
 pub mod telemetry;
 pub mod validate;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,36 +65,42 @@ pub struct Collector {
     pub http_addr: Option<SocketAddr>,
     pub telemetry_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    config: Config,
+    config: std::sync::Mutex<Config>,
     health: HealthReporter,
     ready: Arc<AtomicBool>,
     stop_receivers: CancellationToken,
-    stop_pipelines: CancellationToken,
-    abort_exports: CancellationToken,
     stop_telemetry: CancellationToken,
     connections: TaskTracker,
+    telemetry: TaskTracker,
+    /// What the receivers hand requests to; swapped by a reload.
+    ingest: IngestSlot,
+    budget: Arc<MemoryBudget>,
+    tap: Arc<TapHub>,
+    /// The pipelines and exporters of the current configuration.
+    generation: tokio::sync::Mutex<Option<Generation>>,
+    /// Generations replaced by a reload, still delivering what they hold.
+    retiring: TaskTracker,
+}
+
+/// The receivers' handle on the current [`Ingest`].
+pub type IngestSlot = Arc<arc_swap::ArcSwap<Ingest>>;
+
+/// What one configuration's `processors`, `exporters` and `service` build:
+/// the pipelines with their exporters, ACLs and rate limits. A reload builds a
+/// new generation, switches the receivers to it, and lets the old one
+/// deliver what it holds.
+struct Generation {
+    ingest: Arc<Ingest>,
+    stop: CancellationToken,
+    abort: CancellationToken,
     pipelines: Vec<JoinHandle<()>>,
     exports: TaskTracker,
-    telemetry: TaskTracker,
 }
 
-async fn bind(what: &str, endpoint: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(endpoint).await.with_context(|| format!("binding the {what} endpoint {endpoint}"))
-}
-
-impl Collector {
-    /// Binds the listeners and starts the pipelines. Fails if the config is
-    /// invalid, an exporter cannot be built, or a port cannot be bound.
-    pub async fn start(config: Config) -> anyhow::Result<Self> {
-        config.validate()?;
-        let metrics = Arc::new(Metrics::new());
-        let limit = config.service.limits.memory_limit_mib * 1024 * 1024;
-        metrics.memory_limit.set(limit as i64);
-        let budget = MemoryBudget::new(limit, metrics.memory_used.clone());
-        let tap = TapHub::new(metrics.tap_subscribers.clone(), metrics.tap_dropped.clone());
-
-        let stop_pipelines = CancellationToken::new();
-        let abort_exports = CancellationToken::new();
+impl Generation {
+    fn build(config: &Config, metrics: &Arc<Metrics>, budget: &Arc<MemoryBudget>, tap: &Arc<TapHub>) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
         let exports = TaskTracker::new();
         let mut exporters: BTreeMap<&str, Arc<Exporter>> = BTreeMap::new();
         let mut inputs = Vec::new();
@@ -114,7 +121,7 @@ impl Collector {
                 let (retry, queue) = Exporter::settings(exporter_config);
                 let (size, capacity) = metrics.queue(exp, name);
                 let settings = QueueSettings { retry, queue, metrics: metrics.exporter(exp, signal), size, capacity };
-                queues.push(spawn_queue(exp.clone(), exporter, settings, abort_exports.clone(), &exports));
+                queues.push(spawn_queue(exp.clone(), exporter, settings, abort.clone(), &exports));
             }
             let mut processors = Vec::new();
             let mut batch = None;
@@ -130,11 +137,47 @@ impl Collector {
             let (tx, rx) = tokio::sync::mpsc::channel(config.service.limits.pipeline_queue_size);
             inputs.push((signal, PipelineInput { name: name.clone(), processors, tx }));
             let task = PipelineTask { name: name.clone(), rx, batch, exporters: queues };
-            pipelines.push(tokio::spawn(task.run(stop_pipelines.clone())));
+            pipelines.push(tokio::spawn(task.run(stop.clone())));
         }
         let access = Access::new(config.service.access.clone());
         let limiter = RateLimiter::new(config.service.rate_limits.clone());
-        let ingest = Arc::new(Ingest::new(Pipelines::new(inputs, budget), tap.clone(), access, limiter, metrics.clone()));
+        let pipelines_in = Pipelines::new(inputs, budget.clone());
+        let ingest = Arc::new(Ingest::new(pipelines_in, tap.clone(), access, limiter, metrics.clone()));
+        Ok(Self { ingest, stop, abort, pipelines, exports })
+    }
+
+    /// Closes the pipeline inputs, flushes batches into the exporters and lets
+    /// them deliver until `deadline`; past it, retries give up.
+    async fn drain(mut self, deadline: Instant) {
+        self.stop.cancel();
+        for task in self.pipelines.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        self.exports.close();
+        if tokio::time::timeout_at(deadline, self.exports.wait()).await.is_err() {
+            tracing::warn!("exports still running at the deadline, abandoning retries");
+            self.abort.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.exports.wait()).await;
+        }
+    }
+}
+
+async fn bind(what: &str, endpoint: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(endpoint).await.with_context(|| format!("binding the {what} endpoint {endpoint}"))
+}
+
+impl Collector {
+    /// Binds the listeners and starts the pipelines. Fails if the config is
+    /// invalid, an exporter cannot be built, or a port cannot be bound.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::new());
+        let limit = config.service.limits.memory_limit_mib * 1024 * 1024;
+        metrics.memory_limit.set(limit as i64);
+        let budget = MemoryBudget::new(limit, metrics.memory_used.clone());
+        let tap = TapHub::new(metrics.tap_subscribers.clone(), metrics.tap_dropped.clone());
+        let generation = Generation::build(&config, &metrics, &budget, &tap)?;
+        let ingest: IngestSlot = Arc::new(arc_swap::ArcSwap::new(generation.ingest.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in HEALTH_SERVICES {
@@ -216,17 +259,18 @@ impl Collector {
             http_addr,
             telemetry_addr,
             metrics,
-            config,
+            config: std::sync::Mutex::new(config),
             health,
             ready,
             stop_receivers,
-            stop_pipelines,
-            abort_exports,
             stop_telemetry,
             connections,
-            pipelines,
-            exports,
             telemetry,
+            ingest,
+            budget,
+            tap,
+            generation: tokio::sync::Mutex::new(Some(generation)),
+            retiring: TaskTracker::new(),
         })
     }
 
@@ -235,8 +279,8 @@ impl Collector {
     /// into the exporters, which deliver what they hold. Everything must be
     /// done by the configured `shutdown_timeout`; past it, retries give up
     /// (and what they held is counted as failed).
-    pub async fn shutdown(mut self) {
-        let deadline = Instant::now() + self.config.service.limits.shutdown_timeout;
+    pub async fn shutdown(self) {
+        let deadline = Instant::now() + self.config.lock().expect("config lock").service.limits.shutdown_timeout;
         tracing::info!("shutting down: health NOT_SERVING, draining connections");
         self.ready.store(false, Ordering::SeqCst);
         for name in HEALTH_SERVICES {
@@ -247,20 +291,66 @@ impl Collector {
         if tokio::time::timeout_at(deadline, self.connections.wait()).await.is_err() {
             tracing::warn!("connections still open at the shutdown deadline");
         }
-        self.stop_pipelines.cancel();
-        for task in self.pipelines.drain(..) {
-            let _ = tokio::time::timeout_at(deadline, task).await;
+        if let Some(generation) = self.generation.lock().await.take() {
+            generation.drain(deadline).await;
         }
-        self.exports.close();
-        if tokio::time::timeout_at(deadline, self.exports.wait()).await.is_err() {
-            tracing::warn!("exports still running at the shutdown deadline, abandoning retries");
-            self.abort_exports.cancel();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.exports.wait()).await;
-        }
+        self.retiring.close();
+        let _ = tokio::time::timeout_at(deadline, self.retiring.wait()).await;
         self.stop_telemetry.cancel();
         self.telemetry.close();
         self.telemetry.wait().await;
         tracing::info!("shutdown complete");
+    }
+}
+
+impl Collector {
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.config.lock().expect("config lock").clone()
+    }
+
+    /// Applies a new configuration without dropping a connection or an
+    /// accepted item: pipelines, exporters, processors, ACLs, rate limits and
+    /// the memory limit change; the old pipelines deliver what they hold.
+    /// Listener settings (`receivers`, `service.telemetry`, `max_workers`) need
+    /// a restart: they are kept, and named in the returned warnings.
+    pub async fn reload(&self, new: Config) -> anyhow::Result<Vec<String>> {
+        new.validate()?;
+        let mut warnings = Vec::new();
+        {
+            let old = self.config.lock().expect("config lock");
+            if old.receivers != new.receivers {
+                warnings.push("receivers changed: restart to apply".to_owned());
+            }
+            if old.service.telemetry != new.service.telemetry {
+                warnings.push("service.telemetry changed: restart to apply".to_owned());
+            }
+            if old.service.limits.max_workers != new.service.limits.max_workers {
+                warnings.push("service.limits.max_workers changed: restart to apply".to_owned());
+            }
+            if old.processors == new.processors
+                && old.exporters == new.exporters
+                && old.service.pipelines == new.service.pipelines
+                && old.service.access == new.service.access
+                && old.service.rate_limits == new.service.rate_limits
+                && old.service.limits == new.service.limits
+            {
+                return Ok(warnings);
+            }
+        }
+        let generation = Generation::build(&new, &self.metrics, &self.budget, &self.tap)?;
+        let limit = new.service.limits.memory_limit_mib * 1024 * 1024;
+        self.budget.set_limit(limit);
+        self.metrics.memory_limit.set(limit as i64);
+        self.ingest.store(generation.ingest.clone());
+        let deadline = Instant::now() + new.service.limits.shutdown_timeout;
+        if let Some(old) = self.generation.lock().await.replace(generation) {
+            self.retiring.spawn(old.drain(deadline));
+        }
+        *self.config.lock().expect("config lock") = new;
+        self.metrics.config_reloads.inc();
+        tracing::info!("configuration reloaded");
+        Ok(warnings)
     }
 }
 

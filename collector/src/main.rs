@@ -2,6 +2,7 @@
 //! into a running collector's live data.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,6 +12,7 @@ use otlp_collector::config::Config;
 use otlp_collector::signal::{Signal, decode_request};
 use otlp_fleet::tap::v1::tap_client::TapClient;
 use otlp_fleet::tap::v1::{Signal as TapSignal, WatchRequest};
+use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -104,19 +106,66 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
             if config.service.limits.max_workers > 0 {
                 runtime.worker_threads(config.service.limits.max_workers);
             }
-            runtime.enable_all().build()?.block_on(run(config))
+            runtime.enable_all().build()?.block_on(run(config, cli.config))
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let collector = Collector::start(config).await?;
+async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut collector = Arc::new(Collector::start(config).await?);
+    let stop_watching = CancellationToken::new();
+    if let Some(path) = path {
+        watch_config(collector.clone(), path, stop_watching.clone())?;
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+    stop_watching.cancel();
+    // The watcher task holds a clone until it sees the cancellation.
+    let collector = loop {
+        match Arc::try_unwrap(collector) {
+            Ok(c) => break c,
+            Err(shared) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                collector = shared;
+            }
+        }
+    };
     collector.shutdown().await;
+    Ok(())
+}
+
+/// Reloads the configuration when its file changes (a ConfigMap volume swaps
+/// a symlink; an editor writes in place: both are seen). An invalid file is
+/// logged and counted, and the running configuration stays.
+fn watch_config(collector: Arc<Collector>, path: PathBuf, stop: CancellationToken) -> anyhow::Result<()> {
+    let file = path.display().to_string();
+    let mut ticks = otlp_collector::watch::watch_files(&[&file], Duration::from_secs(10), stop)?;
+    let mut last = std::fs::read(&path).ok();
+    tokio::spawn(async move {
+        while ticks.recv().await.is_some() {
+            let now = std::fs::read(&path).ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            match load(Some(&path)) {
+                Ok(config) => match collector.reload(config).await {
+                    Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!(config = %file, "{w}")),
+                    Err(e) => {
+                        collector.metrics.config_reload_failures.inc();
+                        tracing::error!(config = %file, error = %format!("{e:#}"), "reload failed, keeping the running configuration");
+                    }
+                },
+                Err(e) => {
+                    collector.metrics.config_reload_failures.inc();
+                    tracing::error!(config = %file, error = %format!("{e:#}"), "invalid configuration, keeping the running one");
+                }
+            }
+        }
+    });
     Ok(())
 }
 

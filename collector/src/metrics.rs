@@ -50,6 +50,8 @@ pub struct Metrics {
     processor_dropped: Family<Labels, Counter>,
     client_refused: Family<Labels, Counter>,
     pub refused_connections: Counter,
+    pub config_reloads: Counter,
+    pub config_reload_failures: Counter,
     pub memory_used: Gauge,
     pub memory_limit: Gauge,
     pub tap_subscribers: Gauge,
@@ -110,6 +112,14 @@ impl Metrics {
             "Connections closed before serving: connection limit, failed or slow TLS handshake, nothing sent",
             refused_connections.clone(),
         );
+        let config_reloads = Counter::default();
+        registry.register("config_reloads", "Configuration changes applied without a restart", config_reloads.clone());
+        let config_reload_failures = Counter::default();
+        registry.register(
+            "config_reload_failures",
+            "Configuration changes refused (invalid); the previous configuration stays",
+            config_reload_failures.clone(),
+        );
         let memory_used = Gauge::default();
         registry.register_with_unit("memory_used", "Telemetry held in queues and batches (encoded size)", Unit::Bytes, memory_used.clone());
         let memory_limit = Gauge::default();
@@ -140,6 +150,8 @@ impl Metrics {
             processor_dropped,
             client_refused,
             refused_connections,
+            config_reloads,
+            config_reload_failures,
             memory_used,
             memory_limit,
             tap_subscribers,

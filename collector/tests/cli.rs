@@ -647,3 +647,64 @@ async fn default_run_logs_each_batch_as_a_json_line_on_stderr() {
     let stdout = std::fs::read_to_string(dir.path().join("collector.stdout")).unwrap();
     assert!(stdout.is_empty(), "logs go to stderr, stdout stays empty:\n{stdout}");
 }
+
+/// Replaces a file the way editors and ConfigMap updates do: write aside, rename over.
+fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_applied_without_a_restart_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.jsonl");
+    let second = dir.path().join("second.jsonl");
+    let c = start_collector(dir.path(), |p| (file_exporter_yaml(p, &first), vec![])).await;
+    let mut client = client(&c.grpc_url());
+    client
+        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("before", [1; 8])])] })
+        .await
+        .unwrap();
+
+    let config = dir.path().join("config.yaml");
+    let yaml = file_exporter_yaml(c.ports, &second)
+        .replace("processors:\n", "processors:\n  attributes/tag: {actions: [{key: reloaded, action: insert, value: yes}]}\n")
+        .replace("processors: [batch]", "processors: [attributes/tag, batch]");
+    replace_file(&config, &yaml);
+    wait_for("the reload", || async { c.metrics_text().await.contains("otlp_config_reloads_total 1").then_some(()) }).await;
+    client
+        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("after", [2; 8])])] })
+        .await
+        .unwrap();
+    let after = wait_for("the span in the new file", || async {
+        let w = written_traces(&second);
+        (!w.is_empty()).then_some(w)
+    })
+    .await;
+    let (_, s) = spans_of(&after).next().unwrap();
+    assert_eq!(s.name, "after");
+    assert!(s.attributes.iter().any(|kv| kv.key == "reloaded"), "the new processor applies");
+    let before = wait_for("the first span in the old file", || async {
+        let w = written_traces(&first);
+        (!w.is_empty()).then_some(w)
+    })
+    .await;
+    assert_eq!(spans_of(&before).map(|(_, s)| s.name.clone()).collect::<Vec<_>>(), vec!["before"]);
+
+    // A broken file is refused; the running configuration stays.
+    replace_file(&config, "receivers: {otlp: {grpc: {endpont: 1}}}\n");
+    wait_for("the refused reload", || async {
+        c.metrics_text().await.contains("otlp_config_reload_failures_total 1").then_some(())
+    })
+    .await;
+    assert!(c.proc.stderr().contains("unknown field `endpont`"), "the error names the key:\n{}", c.proc.stderr());
+    client
+        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("still", [3; 8])])] })
+        .await
+        .unwrap();
+    wait_for("the span after the refused reload", || async {
+        (spans_of(&written_traces(&second)).count() == 2).then_some(())
+    })
+    .await;
+}

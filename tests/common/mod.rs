@@ -78,6 +78,12 @@ impl TestCollector {
         Self { collector, out, dir }
     }
 
+    /// The receivers section this collector started with, for reloads that
+    /// keep the listeners as they are.
+    pub fn collector_config_receivers(&self) -> otlp_collector::config::Receivers {
+        self.collector.config().receivers
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.collector.grpc_addr.expect("grpc enabled"))
     }

@@ -42,13 +42,18 @@ impl Refusal {
 #[derive(Debug)]
 pub struct MemoryBudget {
     used: AtomicUsize,
-    limit: usize,
+    limit: AtomicUsize,
     gauge: Gauge,
 }
 
 impl MemoryBudget {
     pub fn new(limit: usize, gauge: Gauge) -> Arc<Self> {
-        Arc::new(Self { used: AtomicUsize::new(0), limit, gauge })
+        Arc::new(Self { used: AtomicUsize::new(0), limit: AtomicUsize::new(limit), gauge })
+    }
+
+    /// Changes the limit (a config reload); what is held stays held.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     pub fn used(&self) -> usize {
@@ -58,8 +63,9 @@ impl MemoryBudget {
     /// Reserves `bytes`, or refuses if that would pass the limit.
     pub fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
         let mut used = self.used.load(Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
         loop {
-            if used + bytes > self.limit {
+            if used + bytes > limit {
                 return None;
             }
             match self.used.compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Relaxed) {

@@ -1,6 +1,5 @@
 //! OTLP/gRPC: the three collector services on one tonic router.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
@@ -17,14 +16,15 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
+use super::{Accepted, RETRY_AFTER, Rejection, Transport};
+use crate::IngestSlot;
 use crate::pipeline::Refusal;
 use crate::server::tls::ClientIdentity;
 use crate::signal::{Payload, Signal};
 
 #[derive(Debug, Clone)]
 pub struct OtlpGrpc {
-    ingest: Arc<Ingest>,
+    ingest: IngestSlot,
 }
 
 /// The gRPC status for a rejected request. Refusals carry a RetryInfo: OTLP
@@ -46,7 +46,7 @@ pub fn status(rejection: &Rejection) -> Status {
 }
 
 impl OtlpGrpc {
-    pub fn new(ingest: Arc<Ingest>) -> Self {
+    pub fn new(ingest: IngestSlot) -> Self {
         Self { ingest }
     }
 
@@ -55,12 +55,13 @@ impl OtlpGrpc {
         Payload: From<T>,
     {
         let started = Instant::now();
-        let m = self.ingest.metrics(signal, Transport::Grpc);
+        let ingest = self.ingest.load();
+        let m = ingest.metrics(signal, Transport::Grpc);
         let identity = request.extensions().get::<ClientIdentity>().cloned().unwrap_or_else(|| {
             ClientIdentity(request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip())))
         });
         let Decoded { message, wire_len } = request.into_inner();
-        let result = self.ingest.ingest(Transport::Grpc, &identity, message.into(), wire_len).map_err(|r| status(&r));
+        let result = ingest.ingest(Transport::Grpc, &identity, message.into(), wire_len).map_err(|r| status(&r));
         m.request(result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
         m.duration.observe(started.elapsed().as_secs_f64());
         result

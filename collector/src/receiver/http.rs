@@ -21,18 +21,19 @@ use prost::Message;
 use tokio::time::Instant;
 
 use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
+use crate::IngestSlot;
 use crate::pipeline::Refusal;
 use crate::server::tls::ClientIdentity;
 use crate::signal::{Payload, Signal};
 
 #[derive(Debug)]
 struct HttpState {
-    ingest: Arc<Ingest>,
+    ingest: IngestSlot,
     max_message_bytes: usize,
 }
 
 /// The OTLP/HTTP routes.
-pub fn router(ingest: Arc<Ingest>, max_message_bytes: usize) -> Router {
+pub fn router(ingest: IngestSlot, max_message_bytes: usize) -> Router {
     let state = Arc::new(HttpState { ingest, max_message_bytes });
     Router::new()
         .route("/v1/traces", post(|State(s), r| export(s, r, Signal::Traces)))
@@ -79,7 +80,8 @@ async fn export(state: Arc<HttpState>, request: axum::extract::Request, signal: 
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let started = Instant::now();
-    let m = state.ingest.metrics(signal, Transport::Http);
+    let ingest = state.ingest.load_full();
+    let m = ingest.metrics(signal, Transport::Http);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let format = match content_type.split(';').next().unwrap_or("").trim() {
         "application/x-protobuf" | "application/protobuf" => Format::Protobuf,
@@ -94,7 +96,7 @@ async fn export(state: Arc<HttpState>, request: axum::extract::Request, signal: 
             );
         }
     };
-    let (code, response) = match handle(&state, &identity, &headers, body, signal, format).await {
+    let (code, response) = match handle(&state, &ingest, &identity, &headers, body, signal, format).await {
         Ok(response) => (tonic::Code::Ok, response),
         Err((status, code, message, retry)) => {
             let mut response = error(format, status, code, message);
@@ -121,6 +123,7 @@ fn invalid(message: String) -> Failure {
 
 async fn handle(
     state: &HttpState,
+    ingest: &Ingest,
     identity: &ClientIdentity,
     headers: &HeaderMap,
     body: Body,
@@ -155,7 +158,7 @@ async fn handle(
         Format::Protobuf => body.len(),
         Format::Json => payload.encoded_len(),
     };
-    let accepted = state.ingest.ingest(Transport::Http, identity, payload, wire_len).map_err(|r| match r {
+    let accepted = ingest.ingest(Transport::Http, identity, payload, wire_len).map_err(|r| match r {
         Rejection::Invalid(msg) => invalid(msg),
         Rejection::Denied(msg) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied, msg, None),
         Rejection::RateLimited(_, wait) => {

@@ -1,19 +1,15 @@
 //! Server TLS with rustls: TLS 1.3 by default, optional mutual TLS, and
 //! certificate files that are watched and swapped without a restart.
 //!
-//! A Kubernetes Secret volume updates its files by swapping a `..data`
-//! symlink in the mount directory, so the parent directories are watched
-//! (inotify via `notify`), not the files; a slow poll backs the watcher up.
-//! A new set of files takes effect only if it parses and the key matches the
+//! The files are watched as a Kubernetes Secret volume updates them (see
+//! `crate::watch`). A new set of files takes effect only if it parses and the key matches the
 //! certificate; otherwise the previous material keeps serving, the failure is
 //! logged and counted, and `/healthz` reports it. Each handshake uses the
 //! material current at its start: open connections carry on untouched.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::ServerConfig;
@@ -118,33 +114,12 @@ impl Tls {
         }
     }
 
-    /// Watches the directories of the TLS files until `stop`.
+    /// Reloads whenever the files may have changed, until `stop`.
     pub fn watch(self: &Arc<Self>, stop: CancellationToken) -> anyhow::Result<()> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.try_send(());
-            }
-        })?;
-        let mut dirs: Vec<PathBuf> = self.files().iter().map(|f| parent(f)).collect();
-        dirs.sort();
-        dirs.dedup();
-        for dir in &dirs {
-            watcher.watch(dir, RecursiveMode::NonRecursive)?;
-        }
+        let mut ticks = crate::watch::watch_files(&self.files(), POLL, stop)?;
         let tls = self.clone();
         tokio::spawn(async move {
-            let _watcher = watcher; // dropped, and so stopped, with this task
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = rx.recv() => {
-                        // Let a burst of events (a symlink swap is several) settle.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        while rx.try_recv().is_ok() {}
-                    }
-                    _ = tokio::time::sleep(POLL) => {}
-                }
+            while ticks.recv().await.is_some() {
                 tls.reload();
             }
         });
@@ -155,13 +130,6 @@ impl Tls {
         let mut f = vec![self.config.cert_file.as_str(), self.config.key_file.as_str()];
         f.extend(self.config.client_ca_file.as_deref());
         f
-    }
-}
-
-fn parent(file: &str) -> PathBuf {
-    match Path::new(file).parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 

@@ -340,7 +340,13 @@ pub enum ExporterConfig {
     Otlp(OtlpExporterConfig),
     Debug(DebugExporterConfig),
     File(FileExporterConfig),
+    /// Accepts and drops everything (counted as sent): for benchmarks and tests.
+    Nop(NopExporterConfig),
 }
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NopExporterConfig {}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -622,9 +628,10 @@ impl Config {
                             "otlp" => typed(&path, value, &mut problems).map(ExporterConfig::Otlp),
                             "debug" => typed(&path, value, &mut problems).map(ExporterConfig::Debug),
                             "file" => typed(&path, value, &mut problems).map(ExporterConfig::File),
+                            "nop" => typed(&path, value, &mut problems).map(ExporterConfig::Nop),
                             other => {
                                 problems.push(format!(
-                                    "{path}: unknown exporter type `{other}`, expected one of otlp, debug, file"
+                                    "{path}: unknown exporter type `{other}`, expected one of otlp, debug, file, nop"
                                 ));
                                 None
                             }

@@ -53,6 +53,7 @@ pub enum Exporter {
     Otlp(OtlpExporter),
     Debug(DebugExporter),
     File(FileExporter),
+    Nop,
 }
 
 impl Exporter {
@@ -61,6 +62,7 @@ impl Exporter {
             ExporterConfig::Otlp(c) => Exporter::Otlp(OtlpExporter::new(c)?),
             ExporterConfig::Debug(c) => Exporter::Debug(DebugExporter::new(name, c.verbosity)),
             ExporterConfig::File(c) => Exporter::File(FileExporter::open(&c.path)?),
+            ExporterConfig::Nop(_) => Exporter::Nop,
         })
     }
 
@@ -72,6 +74,7 @@ impl Exporter {
                 Ok(())
             }
             Exporter::File(e) => e.export(payload).await,
+            Exporter::Nop => Ok(()),
         }
     }
 

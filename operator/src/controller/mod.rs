@@ -1,0 +1,7 @@
+//! The only I/O: watch OtlpCollectors and their children, reconcile, lead, serve metrics.
+
+pub mod context;
+pub mod otlp_collector;
+
+pub use context::{Context, RunConfig};
+pub use otlp_collector::{error_policy, reconcile, run, serve_http};

@@ -1,0 +1,130 @@
+//! The collector's own `Config`, rendered from the spec and validated by the collector's own rules.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use otlp_collector::config::{
+    AccessConfig, AccessDefault as CollectorAccessDefault, AccessRule, Config, ExporterConfig, OtlpExporterConfig,
+    RateLimit, RateLimitConfig, RateLimitOverride, TlsConfig,
+};
+use otlp_collector::signal::Signal;
+
+use super::{SpecError, child_meta, labels, parse_duration, stable_hash};
+use crate::Result;
+use crate::api::{AccessDefault, OtlpCollector, RateLimitSpec, SignalName, TlsMode};
+
+/// The key of the config file in the ConfigMap.
+pub const CONFIG_KEY: &str = "collector.yaml";
+/// Where the ConfigMap is mounted (a directory mount, so the kubelet swaps the file in place and
+/// the collector's file watch hot-reloads it).
+pub const CONFIG_DIR: &str = "/etc/otlp-collector";
+/// Where the serving Secret is mounted.
+pub const TLS_DIR: &str = "/etc/otlp-collector/tls";
+/// Keys of the serving Secret.
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+pub const CA_CERT: &str = "ca.crt";
+pub const CLIENT_CA_CERT: &str = "client-ca.crt";
+
+pub fn config_path() -> String {
+    format!("{CONFIG_DIR}/{CONFIG_KEY}")
+}
+
+/// The collector config for this spec; `Err` names every problem the collector would refuse.
+pub fn render(cr: &OtlpCollector) -> Result<Config, SpecError> {
+    let spec = &cr.spec;
+    let mut c = Config::default();
+    let otlp = &mut c.receivers.otlp;
+    if let Some(grpc) = otlp.grpc.as_mut() {
+        grpc.endpoint = format!("0.0.0.0:{}", spec.ports.grpc);
+        if let Some(age) = &spec.limits.max_connection_age {
+            grpc.max_connection_age = Some(parse_duration("limits.maxConnectionAge", age)?);
+        }
+    }
+    if let Some(http) = otlp.http.as_mut() {
+        http.endpoint = format!("0.0.0.0:{}", spec.ports.http);
+    }
+    if let Some(n) = spec.limits.max_message_bytes {
+        otlp.max_message_bytes = usize::try_from(n).unwrap_or(0);
+    }
+    if let Some(n) = spec.limits.max_connections {
+        otlp.max_connections = usize::try_from(n).unwrap_or(0);
+    }
+    if spec.tls.mode != TlsMode::Disabled {
+        otlp.tls = Some(TlsConfig {
+            cert_file: format!("{TLS_DIR}/{TLS_CERT}"),
+            key_file: format!("{TLS_DIR}/{TLS_KEY}"),
+            client_ca_file: (spec.tls.mode == TlsMode::MutualTLS).then(|| format!("{TLS_DIR}/{CLIENT_CA_CERT}")),
+            ..TlsConfig::default()
+        });
+    }
+    c.service.telemetry.endpoint = Some(format!("0.0.0.0:{}", spec.ports.metrics));
+    if let Some(n) = spec.limits.memory_limit_mib {
+        c.service.limits.memory_limit_mib = usize::try_from(n).unwrap_or(0);
+    }
+    if let Some(access) = &spec.access {
+        c.service.access = AccessConfig {
+            default: match access.default {
+                AccessDefault::Allow => CollectorAccessDefault::Allow,
+                AccessDefault::Deny => CollectorAccessDefault::Deny,
+            },
+            rules: access
+                .rules
+                .iter()
+                .map(|r| AccessRule { identities: r.identities.clone(), signals: r.signals.iter().map(|s| signal(*s)).collect() })
+                .collect(),
+        };
+        c.service.rate_limits = RateLimitConfig {
+            default: access.rate_limit.as_ref().map(rate_limit),
+            overrides: access
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    r.rate_limit.as_ref().map(|l| RateLimitOverride { identities: r.identities.clone(), limit: rate_limit(l) })
+                })
+                .collect(),
+        };
+    }
+    if let Some(exporter) = &spec.exporter {
+        let otlp = OtlpExporterConfig {
+            endpoint: exporter.endpoint.clone(),
+            headers: exporter.headers.clone(),
+            ..OtlpExporterConfig::default()
+        };
+        c.exporters = BTreeMap::from([("otlp".to_owned(), ExporterConfig::Otlp(otlp))]);
+        for pipeline in c.service.pipelines.values_mut() {
+            pipeline.exporters = vec!["otlp".into()];
+        }
+    }
+    c.validate().map_err(SpecError::InvalidConfig)?;
+    Ok(c)
+}
+
+fn signal(s: SignalName) -> Signal {
+    match s {
+        SignalName::Traces => Signal::Traces,
+        SignalName::Metrics => Signal::Metrics,
+        SignalName::Logs => Signal::Logs,
+    }
+}
+
+fn rate_limit(l: &RateLimitSpec) -> RateLimit {
+    RateLimit {
+        requests_per_second: l.requests_per_second,
+        items_per_second: l.items_per_second,
+        burst_seconds: l.burst_seconds.unwrap_or(1.0),
+    }
+}
+
+/// The ConfigMap holding the rendered config, annotated with its hash (the Deployment's pod
+/// template is NOT: the collector hot-reloads the file, so a config change restarts nothing).
+pub fn config_map(cr: &OtlpCollector, config: &Config) -> Result<ConfigMap> {
+    let yaml = config.to_yaml();
+    let mut meta = child_meta(cr, labels::collector(cr), "config")?;
+    meta.annotations = Some(BTreeMap::from([(labels::ANN_CONFIG_HASH.into(), config_hash(&yaml))]));
+    Ok(ConfigMap { metadata: meta, data: Some(BTreeMap::from([(CONFIG_KEY.into(), yaml)])), ..ConfigMap::default() })
+}
+
+pub fn config_hash(yaml: &str) -> String {
+    stable_hash(&[yaml.as_bytes()])
+}

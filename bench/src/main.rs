@@ -11,8 +11,6 @@
 //! error, by code.
 #![forbid(unsafe_code)]
 
-mod payload;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,12 +21,11 @@ use anyhow::Context;
 use bytes::{BufMut, Bytes};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use prost::Message;
 use tokio::time::Instant;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use payload::Profile;
+use otlp_bench::Profile;
 
 #[derive(Parser, Debug)]
 #[command(name = "otlp-load", about = "Load generator for OTLP/gRPC collectors")]

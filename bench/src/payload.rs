@@ -1,5 +1,6 @@
 //! Deterministic payload profiles: the same bytes on every run, for both
-//! collectors under test.
+//! collectors under test (used by the `otlp-load` binary).
+#![forbid(unsafe_code)]
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;

@@ -536,11 +536,15 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Telemetry held in queues and batches, in MiB of encoded OTLP. Past it,
-    /// requests are refused with RESOURCE_EXHAUSTED and a RetryInfo delay.
+    /// Telemetry held in queues and batches, in MiB of (estimated) memory.
+    /// Past it, requests are refused with RESOURCE_EXHAUSTED and a RetryInfo.
     pub memory_limit_mib: usize,
     /// Requests a pipeline's input queue holds before refusing.
     pub pipeline_queue_size: usize,
+    /// How long a request may wait for memory or queue room before it is
+    /// refused: a short burst becomes latency instead of errors.
+    #[serde(with = "humantime_serde")]
+    pub admission_wait: Duration,
     /// Worker threads of the runtime; 0 means one per core.
     pub max_workers: usize,
     /// Time SIGTERM gives in-flight requests and queued data to drain.
@@ -553,6 +557,7 @@ impl Default for Limits {
         Self {
             memory_limit_mib: 256,
             pipeline_queue_size: 1024,
+            admission_wait: Duration::from_millis(500),
             max_workers: 0,
             shutdown_timeout: Duration::from_secs(20),
         }

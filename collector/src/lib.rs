@@ -141,7 +141,7 @@ impl Generation {
         }
         let access = Access::new(config.service.access.clone());
         let limiter = RateLimiter::new(config.service.rate_limits.clone());
-        let pipelines_in = Pipelines::new(inputs, budget.clone());
+        let pipelines_in = Pipelines::new(inputs, budget.clone(), config.service.limits.admission_wait);
         let ingest = Arc::new(Ingest::new(pipelines_in, tap.clone(), access, limiter, metrics.clone()));
         Ok(Self { ingest, stop, abort, pipelines, exports })
     }

@@ -121,7 +121,7 @@ impl Metrics {
             config_reload_failures.clone(),
         );
         let memory_used = Gauge::default();
-        registry.register_with_unit("memory_used", "Telemetry held in queues and batches (encoded size)", Unit::Bytes, memory_used.clone());
+        registry.register_with_unit("memory_used", "Telemetry held in queues and batches (estimated in-memory size)", Unit::Bytes, memory_used.clone());
         let memory_limit = Gauge::default();
         registry.register_with_unit("memory_limit", "Limit on telemetry held in queues and batches", Unit::Bytes, memory_limit.clone());
         let tap_subscribers = Gauge::default();

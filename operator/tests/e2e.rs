@@ -2,10 +2,14 @@
 //! scheduler, kwok), driven with kubectl as a user would. The operator runs in-process, one instance
 //! (or two) per test, watching only the test's namespace.
 
-use std::sync::Arc;
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use common::{Operator, WAIT, columns, get, install_crd, manifest, wait_ready};
 use e2e::{TestNs, wait_until, with_temp_ns};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -14,121 +18,13 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::{Api, Resource};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otlp_operator::api::OtlpCollector;
-use otlp_operator::controller::{self, RunConfig};
-use otlp_operator::leader::LeaseConfig;
-use otlp_operator::metrics::Metrics;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use serde::de::DeserializeOwned;
-use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-const MANIFEST: &str = "apiVersion: otlpfleet.dev/v1alpha1
-kind: OtlpCollector
-metadata: {name: edge, namespace: telemetry}
-spec:
-  replicas: 2
-  tls: {mode: MutualTLS}
-  autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilization: 70}
-";
-
-/// The issue's manifest, in the test's namespace.
-fn manifest(ns: &str) -> String {
-    MANIFEST.replace("namespace: telemetry", &format!("namespace: {ns}"))
-}
-
-static CRD: OnceCell<()> = OnceCell::const_new();
-
-/// Installs the committed CRD (as a user would, with kubectl) once per test binary.
-async fn install_crd(ns: &TestNs) -> anyhow::Result<()> {
-    CRD.get_or_try_init(|| async {
-        let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/otlpcollector.yaml"))?;
-        ns.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd)).await?;
-        ns.kubectl(&["wait", "--for=condition=Established", "crd/otlpcollectors.otlpfleet.dev", "--timeout=30s"], None).await?;
-        anyhow::Ok(())
-    })
-    .await?;
-    Ok(())
-}
-
-/// One in-process operator instance.
-struct Operator {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<otlp_operator::Result<()>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Operator {
-    fn start(ns: &TestNs, identity: &str) -> Self {
-        let config = RunConfig {
-            namespace: Some(ns.name.clone()),
-            lease: LeaseConfig {
-                namespace: ns.name.clone(),
-                name: "otlp-operator".into(),
-                identity: identity.into(),
-                lease_duration: Duration::from_secs(6),
-            },
-        };
-        let metrics = Arc::new(Metrics::default());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(controller::run(ns.client.clone(), config, metrics.clone(), shutdown.clone()));
-        Self { shutdown, task, metrics }
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.metrics.reconciles.get()
-    }
-
-    fn is_leader(&self) -> bool {
-        self.metrics.leader.get() == 1
-    }
-
-    /// Waits until every reconcile that started has finished and none started for a second.
-    async fn wait_quiet(&self) -> anyhow::Result<()> {
-        let mut last = (u64::MAX, 0);
-        let mut since = tokio::time::Instant::now();
-        wait_until("the operator to go quiet", WAIT, || {
-            let now = (self.reconciles(), self.metrics.finished.get());
-            if now != last {
-                last = now;
-                since = tokio::time::Instant::now();
-            }
-            let quiet = now.0 >= 1 && now.0 == now.1 && since.elapsed() >= Duration::from_secs(1);
-            async move { Ok(quiet.then_some(())) }
-        })
-        .await
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.task.await??;
-        Ok(())
-    }
-}
-
-async fn get<K>(ns: &TestNs, name: &str) -> anyhow::Result<Option<K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    Ok(Api::<K>::namespaced(ns.client.clone(), &ns.name).get_opt(name).await?)
-}
-
-/// `kubectl get otlpc NAME` columns: NAME READY PHASE VERSION TLS CERT-EXPIRY AGE.
-async fn columns(ns: &TestNs, name: &str) -> anyhow::Result<Vec<String>> {
-    let out = ns.kubectl(&["get", "otlpc", name, "--no-headers"], None).await?;
-    Ok(out.split_whitespace().map(str::to_owned).collect())
-}
-
-async fn wait_ready(ns: &TestNs, name: &str, ready: &str) -> anyhow::Result<Vec<String>> {
-    wait_until(&format!("kubectl get otlpc {name} to show {ready} Running"), WAIT, || async {
-        let c = columns(ns, name).await?;
-        Ok((c.get(1).map(String::as_str) == Some(ready) && c.get(2).map(String::as_str) == Some("Running")).then_some(c))
-    })
-    .await
-}
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 async fn deployment_replicas(ns: &TestNs) -> anyhow::Result<Option<i32>> {
     Ok(get::<Deployment>(ns, "edge-collector").await?.and_then(|d| d.spec.replicas))
@@ -182,6 +78,22 @@ async fn child_versions(ns: &TestNs) -> anyhow::Result<Vec<(String, String)>> {
     collect!(OtlpCollector, &ListParams::default());
     out.sort();
     Ok(out)
+}
+
+/// The Deployment's pod-template restart hash (config the collector cannot hot-reload).
+async fn restart_hash(ns: &TestNs) -> anyhow::Result<String> {
+    let d: Deployment = get(ns, "edge-collector").await?.context("deployment")?;
+    let ann = d.spec.template.metadata.and_then(|m| m.annotations).unwrap_or_default();
+    ann.get("otlpfleet.dev/restart-hash").cloned().context("no restart-hash on the pod template")
+}
+
+async fn wait_config(ns: &TestNs, needle: &str) -> anyhow::Result<()> {
+    wait_until(&format!("the ConfigMap to carry {needle}"), WAIT, || async {
+        let cm: Option<ConfigMap> = get(ns, "edge-collector").await?;
+        let yaml = cm.and_then(|c| c.data).and_then(|mut d| d.remove("collector.yaml")).unwrap_or_default();
+        Ok(yaml.contains(needle).then_some(()))
+    })
+    .await
 }
 
 async fn events(ns: &TestNs) -> anyhow::Result<Vec<Event>> {
@@ -242,6 +154,166 @@ async fn the_issue_manifest_becomes_a_ready_mtls_fleet_and_a_restart_changes_not
     .await
 }
 
+/// Writes `files` into `dir` the way the kubelet lays out a ConfigMap or Secret volume:
+/// `dir/<key>` → `..data/<key>`, `..data` → a timestamped directory.
+fn write_volume(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+    let real = dir.join("..2026_01_01_00_00_00.000000001");
+    std::fs::create_dir_all(&real)?;
+    for (key, content) in files {
+        std::fs::write(real.join(key), content)?;
+    }
+    std::os::unix::fs::symlink(real.file_name().context("name")?, dir.join("..data"))?;
+    for key in files.keys() {
+        std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key))?;
+    }
+    Ok(())
+}
+
+/// Lays out the collector pod's filesystem under `root` from what the operator wrote: every
+/// ConfigMap or Secret volume of the Deployment's collector container at its mountPath. Returns the
+/// path of the `--config` argument.
+async fn pod_filesystem(ns: &TestNs, deployment: &Deployment, root: &Path) -> anyhow::Result<String> {
+    let pod = deployment.spec.template.spec.as_ref().context("pod spec")?;
+    let container = pod.containers.first().context("container")?;
+    for mount in container.volume_mounts.as_deref().unwrap_or_default() {
+        let volume = pod.volumes.as_deref().unwrap_or_default().iter().find(|v| v.name == mount.name).context("volume")?;
+        let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &volume.config_map {
+            let cm: ConfigMap = get(ns, &cm.name).await?.with_context(|| format!("configmap {}", cm.name))?;
+            cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.as_deref().context("secretName")?;
+            let s: Secret = get(ns, name).await?.with_context(|| format!("secret {name}"))?;
+            s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+        } else {
+            continue;
+        };
+        write_volume(&root.join(mount.mount_path.trim_start_matches('/')), &files)?;
+    }
+    let args = container.args.as_deref().unwrap_or_default();
+    let at = args.iter().position(|a| a == "--config").context("--config arg")?;
+    args.get(at + 1).cloned().context("--config value")
+}
+
+/// A client certificate (URI SAN, clientAuth) signed by the CA in the operator's CA Secret.
+fn client_cert(ca: &Secret, uri: &str) -> anyhow::Result<(String, String)> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    let issuer = Issuer::from_ca_cert_pem(&secret_str(ca, "tls.crt")?, KeyPair::from_pem(&secret_str(ca, "tls.key")?)?)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "checkout");
+    params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::hours(1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A TLS channel to `addr` that trusts `ca_pem` and expects the certificate to be valid for `dns`.
+async fn mtls_channel(addr: std::net::SocketAddr, ca_pem: &str, dns: &str, identity: Option<&(String, String)>) -> anyhow::Result<Channel> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(dns);
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Ok(Channel::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?)
+}
+
+fn spans(n: u8) -> ExportTraceServiceRequest {
+    let spans = (1..=n)
+        .map(|i| Span {
+            trace_id: vec![i; 16],
+            span_id: vec![i; 8],
+            name: format!("checkout-{i}"),
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_001_000_000_000,
+            ..Span::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }], ..ResourceSpans::default() }],
+    }
+}
+
+/// `otlp_receiver_accepted_items_total` for traces over gRPC.
+fn accepted_spans(collector: &otlp_collector::Collector) -> f64 {
+    collector
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("otlp_receiver_accepted_items_total{") && l.contains("signal=\"traces\"") && l.contains("transport=\"grpc\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_collector_started_from_what_the_operator_wrote_accepts_an_mtls_client_of_the_same_ca() -> anyhow::Result<()> {
+    with_temp_ns("op-mtls", |ns| async move {
+        install_crd(&ns).await?;
+        let op = Operator::start(&ns, "op-a");
+        ns.kubectl(&["apply", "-f", "-"], Some(&manifest(&ns.name))).await?;
+        wait_ready(&ns, "edge", "2/2").await?;
+        op.wait_quiet().await?;
+
+        // The pod's filesystem, from the Deployment's mounts and the ConfigMap and Secret they name.
+        let root = tempfile::tempdir()?;
+        let d: Deployment = get(&ns, "edge-collector").await?.context("deployment")?;
+        let config_path = pod_filesystem(&ns, &d, root.path()).await?;
+        let in_root = |p: &str| root.path().join(p.trim_start_matches('/')).display().to_string();
+        let yaml = std::fs::read_to_string(in_root(&config_path)).with_context(|| format!("the --config file {config_path}"))?;
+
+        // The operator's config as written; only what a pod's network and root differ in changes.
+        let mut config = otlp_collector::config::Config::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let otlp = &mut config.receivers.otlp;
+        otlp.grpc.as_mut().context("grpc receiver")?.endpoint = "127.0.0.1:0".into();
+        otlp.http.as_mut().context("http receiver")?.endpoint = "127.0.0.1:0".into();
+        config.service.telemetry.endpoint = Some("127.0.0.1:0".into());
+        let tls = config.receivers.otlp.tls.as_mut().context("tls in the operator's config")?;
+        tls.cert_file = in_root(&tls.cert_file);
+        tls.key_file = in_root(&tls.key_file);
+        tls.client_ca_file = Some(in_root(tls.client_ca_file.as_deref().context("client_ca_file under MutualTLS")?));
+        let collector = otlp_collector::Collector::start(config).await?;
+        let addr = collector.grpc_addr.context("grpc address")?;
+
+        let ca: Secret = get(&ns, "edge-ca").await?.context("ca secret")?;
+        let ca_pem = secret_str(&ca, "tls.crt")?;
+        let tls_secret: Secret = get(&ns, "edge-collector-tls").await?.context("tls secret")?;
+        let result = async {
+            // A client whose certificate the operator's CA issued, dialling a Service DNS name.
+            let me = client_cert(&ca, &format!("spiffe://cluster.local/ns/{}/sa/checkout", ns.name))?;
+            for dns in [format!("edge-collector.{}.svc", ns.name), format!("edge-collector-headless.{}.svc.cluster.local", ns.name)] {
+                verify_serving_cert(&secret_str(&tls_secret, "tls.crt")?, &ca_pem, &dns)?;
+                let mut client = TraceServiceClient::new(mtls_channel(addr, &ca_pem, &dns, Some(&me)).await.with_context(|| format!("connecting as {dns}"))?);
+                let response = client.export(spans(3)).await.with_context(|| format!("export via {dns}"))?.into_inner();
+                ensure!(response.partial_success.as_ref().is_none_or(|p| p.rejected_spans == 0), "partial success: {response:?}");
+            }
+            ensure!(accepted_spans(&collector) == 6.0, "accepted spans:\n{}", collector.metrics.encode());
+
+            // No client certificate: refused (at the handshake, or at the first request).
+            let refused = match mtls_channel(addr, &ca_pem, &format!("edge-collector.{}.svc", ns.name), None).await {
+                Err(_) => true,
+                Ok(ch) => TraceServiceClient::new(ch).export(spans(1)).await.is_err(),
+            };
+            ensure!(refused, "a client without a certificate was served");
+            // A name the certificate is not for: the client refuses the server.
+            let refused = match mtls_channel(addr, &ca_pem, "edge-collector.elsewhere.svc", Some(&me)).await {
+                Err(_) => true,
+                Ok(ch) => TraceServiceClient::new(ch).export(spans(1)).await.is_err(),
+            };
+            ensure!(refused, "the serving certificate verified for a name it was not issued for");
+            ensure!(accepted_spans(&collector) == 6.0, "nothing accepted from refused clients");
+            anyhow::Ok(())
+        }
+        .await;
+        collector.shutdown().await;
+        result?;
+        op.stop().await
+    })
+    .await
+}
+
 #[tokio::test]
 async fn kubectl_scale_and_the_hpa_set_replicas_and_the_operator_does_not_fight_them() -> anyhow::Result<()> {
     with_temp_ns("op-scale", |ns| async move {
@@ -287,16 +359,17 @@ async fn spec_changes_update_children_and_what_no_longer_belongs_is_pruned() -> 
         wait_ready(&ns, "edge", "2/2").await?;
         let pods_before = ns.kubectl(&["get", "pods", "-o", "name"], None).await?;
 
-        // A config-only change updates the ConfigMap and does not restart pods (hot reload).
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxMessageBytes":1048576}}}"#], None).await?;
-        wait_until("the ConfigMap to carry the new limit", WAIT, || async {
-            let cm: Option<ConfigMap> = get(&ns, "edge-collector").await?;
-            let yaml = cm.and_then(|c| c.data).and_then(|mut d| d.remove("collector.yaml")).unwrap_or_default();
-            Ok(yaml.contains("max_message_bytes: 1048576").then_some(()))
-        })
-        .await?;
+        // A change the collector hot-reloads updates the ConfigMap and does not restart pods.
+        let template_before = restart_hash(&ns).await?;
+        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"memoryLimitMiB":1024}}}"#], None).await?;
+        wait_config(&ns, "memory_limit_mib: 1024").await?;
         op.wait_quiet().await?;
+        ensure!(restart_hash(&ns).await? == template_before, "a hot-reloadable change touched the pod template");
         ensure!(ns.kubectl(&["get", "pods", "-o", "name"], None).await? == pods_before, "a config change restarted pods");
+        // A listener setting (the collector keeps its listeners on reload) rolls the pods instead.
+        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxMessageBytes":1048576}}}"#], None).await?;
+        wait_config(&ns, "max_message_bytes: 1048576").await?;
+        wait_until("the pod template to change", WAIT, || async { Ok((restart_hash(&ns).await? != template_before).then_some(())) }).await?;
 
         // Autoscaling off: the HPA goes. TLS off: the certificate Secrets go.
         ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"autoscaling":null}}"#], None).await?;

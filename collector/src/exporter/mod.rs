@@ -161,7 +161,7 @@ async fn deliver(
         let err = match exporter.export(&batch.payload).await {
             Ok(()) => {
                 metrics.sent_items.inc_by(items);
-                metrics.sent_bytes.inc_by(batch.ticket.bytes() as u64);
+                metrics.sent_bytes.inc_by(batch.payload.encoded_len() as u64);
                 return;
             }
             Err(e) => e,

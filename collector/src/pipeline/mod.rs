@@ -11,8 +11,11 @@ pub mod processor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 use crate::signal::{Payload, Signal};
 pub use processor::Processor;
@@ -44,11 +47,28 @@ pub struct MemoryBudget {
     used: AtomicUsize,
     limit: AtomicUsize,
     gauge: Gauge,
+    released: Notify,
 }
 
 impl MemoryBudget {
     pub fn new(limit: usize, gauge: Gauge) -> Arc<Self> {
-        Arc::new(Self { used: AtomicUsize::new(0), limit: AtomicUsize::new(limit), gauge })
+        Arc::new(Self { used: AtomicUsize::new(0), limit: AtomicUsize::new(limit), gauge, released: Notify::new() })
+    }
+
+    /// Reserves `bytes`, waiting until `deadline` for others to release room.
+    pub async fn acquire(self: &Arc<Self>, bytes: usize, deadline: Instant) -> Option<Ticket> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(ticket) = self.try_acquire(bytes) {
+                return Some(ticket);
+            }
+            if bytes > self.limit.load(Ordering::Relaxed) {
+                return None; // would never fit
+            }
+            tokio::time::timeout_at(deadline, released).await.ok()?;
+        }
     }
 
     /// Changes the limit (a config reload); what is held stays held.
@@ -81,6 +101,7 @@ impl MemoryBudget {
     fn release(&self, bytes: usize) {
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         self.gauge.set((before - bytes) as i64);
+        self.released.notify_waiters();
     }
 }
 
@@ -160,15 +181,17 @@ pub struct PipelineInput {
 pub struct Pipelines {
     inputs: [Vec<PipelineInput>; 3],
     budget: Arc<MemoryBudget>,
+    /// How long a request may wait for room before it is refused.
+    wait: Duration,
 }
 
 impl Pipelines {
-    pub fn new(inputs: Vec<(Signal, PipelineInput)>, budget: Arc<MemoryBudget>) -> Self {
+    pub fn new(inputs: Vec<(Signal, PipelineInput)>, budget: Arc<MemoryBudget>, wait: Duration) -> Self {
         let mut by_signal: [Vec<PipelineInput>; 3] = Default::default();
         for (signal, input) in inputs {
             by_signal[signal.index()].push(input);
         }
-        Self { inputs: by_signal, budget }
+        Self { inputs: by_signal, budget, wait }
     }
 
     pub fn budget(&self) -> &Arc<MemoryBudget> {
@@ -180,19 +203,27 @@ impl Pipelines {
     }
 
     /// Hands `payload` to every pipeline of its signal, or to none.
-    /// `bytes` is its encoded size; each pipeline's copy is charged for it.
-    pub fn accept(&self, payload: Payload, bytes: usize) -> Result<(), Refusal> {
-        let inputs = &self.inputs[payload.signal().index()];
+    /// `wire_len` is its encoded size; each pipeline's copy is charged the
+    /// memory it is estimated to hold. When memory or a queue is full, the
+    /// request waits up to the admission wait for room (a brief burst becomes
+    /// latency, not an error), then is refused.
+    pub async fn accept(&self, payload: Payload, wire_len: usize) -> Result<(), Refusal> {
+        let signal = payload.signal();
+        let inputs = &self.inputs[signal.index()];
         if inputs.is_empty() {
             return Ok(());
         }
-        let ticket = self.budget.try_acquire(bytes.max(1) * inputs.len()).ok_or(Refusal::MemoryLimit)?;
+        let deadline = Instant::now() + self.wait;
+        let held = signal.in_memory_estimate(wire_len) * inputs.len();
+        let ticket = self.budget.acquire(held, deadline).await.ok_or(Refusal::MemoryLimit)?;
         let mut permits = Vec::with_capacity(inputs.len());
         for input in inputs {
-            match input.tx.try_reserve() {
-                Ok(permit) => permits.push(permit),
-                Err(mpsc::error::TrySendError::Full(())) => return Err(Refusal::QueueFull),
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(Refusal::ShuttingDown),
+            // `timeout_at` polls once before looking at the clock, so a zero
+            // wait still takes free room.
+            match tokio::time::timeout_at(deadline, input.tx.reserve()).await {
+                Ok(Ok(permit)) => permits.push(permit),
+                Ok(Err(_closed)) => return Err(Refusal::ShuttingDown),
+                Err(_elapsed) => return Err(Refusal::QueueFull),
             }
         }
         let tickets = ticket.divide(inputs.len());
@@ -228,38 +259,60 @@ mod tests {
             inputs.push((Signal::Traces, PipelineInput { name: format!("traces/{i}"), processors: vec![], tx }));
             rxs.push(rx);
         }
-        (Pipelines::new(inputs, MemoryBudget::new(limit, Gauge::default())), rxs)
+        (Pipelines::new(inputs, MemoryBudget::new(limit, Gauge::default()), Duration::ZERO), rxs)
     }
 
-    #[test]
-    fn fan_out_is_all_or_nothing() {
+    #[tokio::test]
+    async fn fan_out_is_all_or_nothing() {
         let (p, mut rxs) = pipelines(2, 1, 1 << 20);
         let t = traces(1, 1, 2);
-        p.accept(t.clone(), 100).unwrap();
+        p.accept(t.clone(), 100).await.unwrap();
         // The first pipeline drains, the second stays full: nobody gets the next request.
         rxs[0].try_recv().unwrap();
-        assert_eq!(p.accept(t.clone(), 100), Err(Refusal::QueueFull));
+        assert_eq!(p.accept(t.clone(), 100).await, Err(Refusal::QueueFull));
         assert!(rxs[0].try_recv().is_err(), "the pipeline with room got nothing");
-        assert_eq!(p.budget().used(), 100, "only the queued copy holds memory");
+        assert_eq!(p.budget().used(), Signal::Traces.in_memory_estimate(100), "only the queued copy holds memory");
     }
 
-    #[test]
-    fn memory_limit_refuses_and_releases() {
-        let (p, mut rxs) = pipelines(1, 10, 250);
-        p.accept(traces(1, 1, 1), 100).unwrap();
-        p.accept(traces(1, 1, 1), 100).unwrap();
-        assert_eq!(p.accept(traces(1, 1, 1), 100), Err(Refusal::MemoryLimit));
+    #[tokio::test]
+    async fn memory_limit_refuses_and_releases() {
+        let one = Signal::Traces.in_memory_estimate(100);
+        let (p, mut rxs) = pipelines(1, 10, one * 5 / 2);
+        p.accept(traces(1, 1, 1), 100).await.unwrap();
+        p.accept(traces(1, 1, 1), 100).await.unwrap();
+        assert_eq!(p.accept(traces(1, 1, 1), 100).await, Err(Refusal::MemoryLimit));
         drop(rxs[0].try_recv().unwrap());
-        assert_eq!(p.budget().used(), 100);
-        p.accept(traces(1, 1, 1), 100).unwrap();
+        assert_eq!(p.budget().used(), one);
+        p.accept(traces(1, 1, 1), 100).await.unwrap();
     }
 
-    #[test]
-    fn closed_pipeline_means_shutting_down() {
+    #[tokio::test]
+    async fn closed_pipeline_means_shutting_down() {
         let (p, mut rxs) = pipelines(1, 10, 1000);
         rxs[0].close();
-        assert_eq!(p.accept(traces(1, 1, 1), 10), Err(Refusal::ShuttingDown));
+        assert_eq!(p.accept(traces(1, 1, 1), 10).await, Err(Refusal::ShuttingDown));
         assert_eq!(p.budget().used(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_room_until_its_deadline() {
+        let one = Signal::Traces.in_memory_estimate(100);
+        let (mut p, mut rxs) = pipelines(1, 10, one);
+        p.wait = Duration::from_secs(1);
+        p.accept(traces(1, 1, 1), 100).await.unwrap();
+        // Room appears after 300 ms: the second request waits, then goes in.
+        let batch = rxs[0].try_recv().unwrap();
+        let started = Instant::now();
+        let (result, ()) = tokio::join!(p.accept(traces(1, 1, 1), 100), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(batch);
+        });
+        result.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        // No room within the wait: refused after it.
+        let started = Instant::now();
+        assert_eq!(p.accept(traces(1, 1, 1), 100).await, Err(Refusal::MemoryLimit));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl OtlpGrpc {
         Self { ingest }
     }
 
-    fn handle<T>(&self, signal: Signal, request: Request<Decoded<T>>) -> Result<Accepted, Status>
+    async fn handle<T>(&self, signal: Signal, request: Request<Decoded<T>>) -> Result<Accepted, Status>
     where
         Payload: From<T>,
     {
@@ -61,7 +61,7 @@ impl OtlpGrpc {
             ClientIdentity(request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip())))
         });
         let Decoded { message, wire_len } = request.into_inner();
-        let result = ingest.ingest(Transport::Grpc, &identity, message.into(), wire_len).map_err(|r| status(&r));
+        let result = ingest.ingest(Transport::Grpc, &identity, message.into(), wire_len).await.map_err(|r| status(&r));
         m.request(result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
         m.duration.observe(started.elapsed().as_secs_f64());
         result
@@ -96,7 +96,7 @@ impl TraceService for OtlpGrpc {
         &self,
         request: Request<Decoded<ExportTraceServiceRequest>>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let a = self.handle(Signal::Traces, request)?;
+        let a = self.handle(Signal::Traces, request).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (a.rejected > 0)
                 .then(|| ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
@@ -110,7 +110,7 @@ impl MetricsService for OtlpGrpc {
         &self,
         request: Request<Decoded<ExportMetricsServiceRequest>>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let a = self.handle(Signal::Metrics, request)?;
+        let a = self.handle(Signal::Metrics, request).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: (a.rejected > 0)
                 .then(|| ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
@@ -124,7 +124,7 @@ impl LogsService for OtlpGrpc {
         &self,
         request: Request<Decoded<ExportLogsServiceRequest>>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let a = self.handle(Signal::Logs, request)?;
+        let a = self.handle(Signal::Logs, request).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (a.rejected > 0)
                 .then(|| ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),

@@ -158,7 +158,7 @@ async fn handle(
         Format::Protobuf => body.len(),
         Format::Json => payload.encoded_len(),
     };
-    let accepted = ingest.ingest(Transport::Http, identity, payload, wire_len).map_err(|r| match r {
+    let accepted = ingest.ingest(Transport::Http, identity, payload, wire_len).await.map_err(|r| match r {
         Rejection::Invalid(msg) => invalid(msg),
         Rejection::Denied(msg) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied, msg, None),
         Rejection::RateLimited(_, wait) => {

@@ -75,7 +75,7 @@ impl Ingest {
     }
 
     /// Takes one decoded request of `wire_len` bytes from `identity`.
-    pub fn ingest(
+    pub async fn ingest(
         &self,
         transport: Transport,
         identity: &ClientIdentity,
@@ -108,7 +108,7 @@ impl Ingest {
             }
         }
         self.tap.publish(&payload);
-        match self.pipelines.accept(payload, wire_len) {
+        match self.pipelines.accept(payload, wire_len).await {
             Ok(()) => {
                 m.accepted_items.inc_by(items);
                 m.accepted_bytes.inc_by(wire_len as u64);

@@ -128,3 +128,13 @@ pub fn config_map(cr: &OtlpCollector, config: &Config) -> Result<ConfigMap> {
 pub fn config_hash(yaml: &str) -> String {
     stable_hash(&[yaml.as_bytes()])
 }
+
+/// The hash of what the collector applies only at start (its `Collector::reload` keeps the
+/// listeners and says "restart to apply"): the receivers (endpoints, TLS files and mode, message
+/// and connection limits), `service.telemetry` and `service.limits.max_workers`.
+pub fn restart_hash(config: &Config) -> String {
+    let receivers = serde_json::to_string(&config.receivers).unwrap_or_default();
+    let telemetry = serde_json::to_string(&config.service.telemetry).unwrap_or_default();
+    let workers = config.service.limits.max_workers.to_string();
+    stable_hash(&[receivers.as_bytes(), telemetry.as_bytes(), workers.as_bytes()])
+}

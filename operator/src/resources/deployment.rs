@@ -27,7 +27,9 @@ pub fn image(cr: &OtlpCollector) -> String {
 }
 
 /// `replicas` comes from [`super::replicas`]: `spec.replicas`, which the HPA owns when autoscaling is set.
-pub fn deployment(cr: &OtlpCollector, replicas: i32) -> Result<Deployment> {
+/// `restart_hash` is [`super::configmap::restart_hash`] of the rendered config: only the part of the
+/// config the collector cannot hot-reload rolls the pods.
+pub fn deployment(cr: &OtlpCollector, replicas: i32, restart_hash: &str) -> Result<Deployment> {
     let spec = &cr.spec;
     let tls = spec.tls.mode != TlsMode::Disabled;
     let mut pod_labels = labels::labels(cr, "collector");
@@ -97,7 +99,10 @@ pub fn deployment(cr: &OtlpCollector, replicas: i32) -> Result<Deployment> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(labels::ANN_CONFIG_RELOAD.into(), "file-watch".into())])),
+                    annotations: Some(BTreeMap::from([
+                        (labels::ANN_CONFIG_RELOAD.into(), "file-watch".into()),
+                        (labels::ANN_RESTART_HASH.into(), restart_hash.to_owned()),
+                    ])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -21,6 +21,10 @@ pub const MANAGER: &str = "otlp-operator";
 /// Annotations the operator writes.
 pub const ANN_CONFIG_HASH: &str = "otlpfleet.dev/config-hash";
 pub const ANN_CONFIG_RELOAD: &str = "otlpfleet.dev/config-reload";
+/// On the pod template: the hash of the config sections the collector cannot hot-reload
+/// (listeners: `receivers`, `service.telemetry`, `service.limits.max_workers`). A change there
+/// rolls the pods; every other config change is hot-reloaded and restarts nothing.
+pub const ANN_RESTART_HASH: &str = "otlpfleet.dev/restart-hash";
 pub const ANN_NOT_AFTER: &str = "otlpfleet.dev/not-after";
 pub const ANN_RENEW_AT: &str = "otlpfleet.dev/renew-at";
 pub const ANN_ISSUED_FOR: &str = "otlpfleet.dev/issued-for";

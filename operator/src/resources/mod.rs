@@ -92,7 +92,7 @@ pub fn desired(cr: &OtlpCollector, observed: &Observed, now: Timestamp) -> Resul
     };
     let replicas = replicas(cr);
     Ok(Desired {
-        deployment: deployment::deployment(cr, replicas)?,
+        deployment: deployment::deployment(cr, replicas, &configmap::restart_hash(&config))?,
         service: service::service(cr)?,
         headless: service::headless(cr)?,
         hpa: hpa::hpa(cr)?,

@@ -129,9 +129,35 @@ fn the_deployment_mounts_config_and_certs_runs_non_root_read_only() {
     let ports: Vec<i32> = c.ports.as_ref().unwrap().iter().map(|p| p.container_port).collect();
     assert_eq!(ports, [4317, 4318, 8888]);
     assert!(c.resources.as_ref().unwrap().requests.as_ref().unwrap().contains_key("cpu"), "the HPA needs a CPU request");
-    // Config changes hot-reload: no hash in the pod template, so they never roll the pods.
+    // Config changes hot-reload: no hash of the whole config in the pod template, so they never roll the pods.
     let template_annotations = d.spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap_or_default();
     assert!(!template_annotations.contains_key(labels::ANN_CONFIG_HASH));
+}
+
+#[test]
+fn only_config_the_collector_cannot_hot_reload_rolls_the_pods() {
+    let restart_hash = |cr: &OtlpCollector| {
+        let d = build(cr).deployment;
+        d.spec.template.metadata.unwrap().annotations.unwrap()[labels::ANN_RESTART_HASH].clone()
+    };
+    let base = OtlpCollector::test().with_tls();
+    let h = restart_hash(&base);
+    assert_eq!(restart_hash(&base), h, "stable");
+    // Hot-reloadable (pipelines, exporters, memory limit): the pod template stays the same.
+    let mut cr = base.clone();
+    cr.spec.limits.memory_limit_mib = Some(1024);
+    cr.spec.exporter = Some(ExporterSpec { endpoint: "http://tempo:4317".into(), headers: Default::default() });
+    assert_eq!(restart_hash(&cr), h);
+    // Listener settings: the collector says "restart to apply", so the pods roll.
+    let mut cr = base.clone();
+    cr.spec.limits.max_message_bytes = Some(1_048_576);
+    assert_ne!(restart_hash(&cr), h, "max message size");
+    let mut cr = base.clone();
+    cr.spec.limits.max_connections = Some(10);
+    assert_ne!(restart_hash(&cr), h, "max connections");
+    let mut cr = base.clone();
+    cr.spec.tls.mode = crate::api::TlsMode::MutualTLS;
+    assert_ne!(restart_hash(&cr), h, "TLS to MutualTLS keeps the volume but needs the client CA in the listener");
 }
 
 #[test]

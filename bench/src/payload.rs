@@ -13,9 +13,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
-    /// 10 metric data points (2 gauges × 5 points), ~1 KB.
+    /// 10 metric data points (2 gauges × 5 points, 4 attributes each), ~1 KB.
     Metrics10,
-    /// 1,000 metric data points (20 gauges × 50 points), ~100 KB.
+    /// 1,000 metric data points (20 gauges × 50 points, 4 attributes each), ~100 KB.
     Metrics1000,
     /// 100 spans with 5 attributes each.
     Spans100,
@@ -83,7 +83,12 @@ fn metrics(gauges: usize, points: usize, rng: &mut Rng) -> ExportMetricsServiceR
             data: Some(metric::Data::Gauge(Gauge {
                 data_points: (0..points)
                     .map(|p| NumberDataPoint {
-                        attributes: vec![kv("pod", format!("pod-{p}")), kv("zone", "zone-a"), kv("route", format!("/api/v{}", p % 7))],
+                        attributes: vec![
+                            kv("pod", format!("pod-{p}")),
+                            kv("node", format!("node-{:02}", p % 16)),
+                            kv("zone", "zone-a"),
+                            kv("route", format!("/api/v{}", p % 7)),
+                        ],
                         time_unix_nano: T0 + p as u64,
                         value: Some(number_data_point::Value::AsDouble((rng.next() % 10_000) as f64 / 7.0)),
                         ..Default::default()

@@ -40,7 +40,7 @@ impl Signal {
     ///
     /// Decoded OTLP is several times its encoding (every attribute is a
     /// struct with two heap strings). Measured with a counting allocator on
-    /// the benchmark payloads: 5.6-6.7x for metrics, 4.1x for spans, 4.3x for
+    /// the benchmark payloads: 4.6-6.7x for metrics, 4.1x for spans, 4.3x for
     /// logs; rounded up here to cover allocator overhead.
     pub fn in_memory_estimate(self, wire_len: usize) -> usize {
         let factor = match self {

@@ -181,3 +181,50 @@ async fn health_goes_not_serving_when_shutdown_starts() {
     drop(watch);
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown finishes").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_exporter_honours_the_downstream_retry_info() {
+    use otlp_collector::config::{RateLimit, RateLimitConfig};
+    // B lets one request per second through (burst 1) and answers the rest
+    // RESOURCE_EXHAUSTED with a RetryInfo; A must wait as told and retry.
+    let b = TestCollector::start_with(|cfg| {
+        cfg.service.rate_limits = RateLimitConfig {
+            default: Some(RateLimit { requests_per_second: Some(1.0), items_per_second: None, burst_seconds: 1.0 }),
+            overrides: vec![],
+        };
+    })
+    .await;
+    let b_url = b.grpc_url();
+    let a = TestCollector::start_with(|cfg| {
+        let otlp = OtlpExporterConfig {
+            endpoint: b_url.clone(),
+            // Without RetryInfo the exporter would wait 30 s before its second attempt.
+            retry: RetryConfig { initial_interval: Duration::from_secs(30), ..Default::default() },
+            ..Default::default()
+        };
+        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(otlp))].into();
+        for p in cfg.service.pipelines.values_mut() {
+            p.processors.clear(); // one batch per request
+            p.exporters = vec!["otlp".into()];
+        }
+    })
+    .await;
+    let mut client = trace_client(&a.grpc_url()).await;
+    for n in 0..3 {
+        client.export(otlp::traces("svc", n * 10, 10)).await.unwrap();
+    }
+    let mut got = span_numbers(&b.wait_items(Signal::Traces, 30).await);
+    got.sort();
+    assert_eq!(got, (0..30).collect::<Vec<_>>(), "everything arrives, once");
+    let text = a.metrics_text().await;
+    let retries: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"otlp_exporter_retries_total{exporter="otlp",signal="traces"} "#))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retries >= 1.0, "throttled batches were retried:\n{text}");
+    assert!(b.metrics_text().await.contains(r#"reason="rate_limited""#));
+    a.collector.shutdown().await;
+    b.collector.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The Python OpenTelemetry SDK (`tests/python/send_otlp.py`) sends spans,
-//! metrics and logs over OTLP/gRPC and over OTLP/HTTP; the collector's file
-//! exporter receives exactly those items.
+//! metrics and logs over OTLP/gRPC and over OTLP/HTTP, and over gRPC with
+//! mutual TLS; the collector's file exporter receives exactly those items.
+//! Under mutual TLS the same client without a certificate is refused.
 //!
 //! Needs `python3` with the packages of `tests/python/requirements.txt`;
 //! without them the tests fail and name the pip command.
@@ -11,9 +12,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::pki::{Ca, write_secret_volume};
 use common::{TestCollector, read_file_export, total_items};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use otlp_collector::config::TlsConfig;
 use otlp_collector::signal::{Payload, Signal};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otlp.py");
@@ -47,17 +50,29 @@ async fn require_python_sdk() {
 
 /// Runs send_otlp.py to completion; it exits 0 only when every export was acknowledged.
 async fn send_with_python(protocol: &str, endpoint: &str, service: &str, compression: &str) {
+    let out = run_python(protocol, endpoint, service, compression, &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "send_otlp.py over {protocol} failed ({}):\n{stderr}", out.status);
+}
+
+/// Runs send_otlp.py to completion with `extra` arguments and returns what it
+/// did; fails only when the SDK is missing or the script hangs.
+async fn run_python(protocol: &str, endpoint: &str, service: &str, compression: &str, extra: &[&str]) -> std::process::Output {
     require_python_sdk().await;
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(SCRIPT)
         .args(["--protocol", protocol, "--endpoint", endpoint, "--service", service, "--compression", compression])
         .args(["--spans", &SPANS.to_string(), "--metric-points", &POINTS.to_string(), "--logs", &LOGS.to_string()])
+        .args(extra)
         // Talk to the collector directly, whatever the machine's proxy and OTEL_* settings.
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
         .env_remove("OTEL_RESOURCE_ATTRIBUTES")
         .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        .env_remove("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+        .env_remove("OTEL_EXPORTER_OTLP_CLIENT_KEY")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(SCRIPT_DEADLINE, cmd.output())
@@ -66,7 +81,7 @@ async fn send_with_python(protocol: &str, endpoint: &str, service: &str, compres
         .expect("run python3 send_otlp.py");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(2), "the Python OpenTelemetry SDK is not installed; run `{PIP}`\n{stderr}");
-    assert!(out.status.success(), "send_otlp.py over {protocol} failed ({}):\n{stderr}", out.status);
+    out
 }
 
 fn string_value(v: &Option<AnyValue>) -> Option<String> {
@@ -189,4 +204,85 @@ async fn python_sdk_over_grpc_arrives_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_over_http_protobuf_arrives_intact() {
     round_trip("http/protobuf", "http", "none").await;
+}
+
+/// A collector requiring mutual TLS (serving certificate and client CA in a
+/// Secret-volume layout), and PEM files for the Python client.
+struct MtlsSetup {
+    dir: tempfile::TempDir,
+}
+
+impl MtlsSetup {
+    fn new() -> Self {
+        let ca = Ca::new("python-test-ca");
+        let dir = tempfile::tempdir().unwrap();
+        let server = ca.server(1);
+        write_secret_volume(dir.path(), "v1", &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())]);
+        let client = ca.client("spiffe://test/ns/python/sa/sdk");
+        std::fs::write(dir.path().join("client.crt"), &client.cert).unwrap();
+        std::fs::write(dir.path().join("client.key"), &client.key).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    async fn collector(&self) -> TestCollector {
+        let tls = TlsConfig {
+            cert_file: self.path("tls.crt"),
+            key_file: self.path("tls.key"),
+            client_ca_file: Some(self.path("ca.crt")),
+            ..Default::default()
+        };
+        TestCollector::start_with(|cfg| cfg.receivers.otlp.tls = Some(tls)).await
+    }
+}
+
+fn grpc_tls_url(c: &TestCollector) -> String {
+    format!("https://{}", c.collector.grpc_addr.expect("grpc enabled"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_grpc_with_a_client_certificate_arrives_intact() {
+    let pki = MtlsSetup::new();
+    let c = pki.collector().await;
+    let service = "python-sdk-mtls";
+    let (ca, cert, key) = (pki.path("ca.crt"), pki.path("client.crt"), pki.path("client.key"));
+    // 127.0.0.1 is among the server certificate's SANs; gRPC checks it as it is.
+    let out = run_python("grpc", &grpc_tls_url(&c), service, "gzip", &["--ca", &ca, "--cert", &cert, "--key", &key]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "send_otlp.py over gRPC with mTLS failed ({}):\n{stderr}", out.status);
+
+    let text = c.metrics_text().await;
+    for (signal, n) in [("traces", SPANS), ("metrics", POINTS), ("logs", LOGS)] {
+        let line = format!(r#"otlp_receiver_accepted_items_total{{signal="{signal}",transport="grpc"}} {n}"#);
+        assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+    }
+    let TestCollector { collector, out, dir: _dir } = c;
+    tokio::time::timeout(Duration::from_secs(30), collector.shutdown()).await.expect("collector shuts down");
+    assert_exactly_what_python_sent(&out, service);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_without_a_client_certificate_is_refused_under_mtls() {
+    let pki = MtlsSetup::new();
+    let c = pki.collector().await;
+    let ca = pki.path("ca.crt");
+    // The server is trusted, but the client has no certificate to show.
+    // A short timeout: the exporter retries UNAVAILABLE until it runs out.
+    let out = run_python("grpc", &grpc_tls_url(&c), "python-sdk-no-cert", "none", &["--ca", &ca, "--timeout", "3"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "send_otlp.py without a client certificate must fail its exports:\n{stderr}");
+    assert!(stderr.contains("export failed"), "the script names the failed exports:\n{stderr}");
+
+    let text = c.metrics_text().await;
+    let accepted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("otlp_receiver_accepted_items_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(accepted.is_empty(), "nothing is accepted from a client without a certificate: {accepted:?}");
+    let TestCollector { collector, out, dir: _dir } = c;
+    tokio::time::timeout(Duration::from_secs(30), collector.shutdown()).await.expect("collector shuts down");
+    assert_eq!(total_items(&read_file_export(&out)), 0, "nothing got through without a client certificate");
 }

@@ -4,12 +4,14 @@ mod common;
 
 use otlp_collector::config::Config;
 
-fn yaml_blocks(markdown: &str) -> Vec<String> {
+/// The fenced code blocks of `markdown` in language `lang`.
+fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let open = format!("```{lang}");
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match (&mut current, line.trim_start()) {
-            (None, "```yaml") => current = Some(String::new()),
+            (None, l) if l == open => current = Some(String::new()),
             (Some(_), "```") => blocks.push(current.take().expect("open block")),
             (Some(block), _) => {
                 block.push_str(line);
@@ -24,7 +26,7 @@ fn yaml_blocks(markdown: &str) -> Vec<String> {
 #[test]
 fn every_yaml_example_in_the_readme_is_a_valid_config() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let blocks = yaml_blocks(&readme);
+    let blocks = fenced_blocks(&readme, "yaml");
     assert!(blocks.len() >= 3, "found {} yaml blocks", blocks.len());
     for block in &blocks {
         if let Err(e) = Config::from_yaml(block) {
@@ -36,7 +38,7 @@ fn every_yaml_example_in_the_readme_is_a_valid_config() {
 #[test]
 fn the_readme_shows_the_real_default_config() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let shown = yaml_blocks(&readme).into_iter().find(|b| b.contains("max_concurrent_streams")).expect("the default config block");
+    let shown = fenced_blocks(&readme, "yaml").into_iter().find(|b| b.contains("max_concurrent_streams")).expect("the default config block");
     let mut shown = Config::from_yaml(&shown).unwrap();
     // The block comments out max_connection_age (off by default); everything else must match.
     shown.receivers.otlp.grpc.as_mut().unwrap().max_connection_age = None;
@@ -51,7 +53,7 @@ async fn the_readme_certificate_commands_work() {
     use otlp_collector::signal::Signal;
 
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let block = sh_blocks(&readme).into_iter().find(|b| b.contains("openssl req -x509")).expect("the openssl block");
+    let block = fenced_blocks(&readme, "sh").into_iter().find(|b| b.contains("openssl req -x509")).expect("the openssl block");
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("bash").args(["-euo", "pipefail", "-c", &block]).current_dir(dir.path()).output().unwrap();
     assert!(out.status.success(), "the README's openssl commands failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -88,21 +90,4 @@ async fn the_readme_certificate_commands_work() {
         r#"{"code":7,"message":"client `spiffe://cluster.local/ns/shop/sa/checkout` may not send logs"} 403"#
     );
     c.collector.shutdown().await;
-}
-
-fn sh_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, "```sh") => current = Some(String::new()),
-            (Some(_), "```") => blocks.push(current.take().expect("open block")),
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            _ => {}
-        }
-    }
-    blocks
 }

@@ -869,22 +869,23 @@ impl Config {
                 Err(_) => p.push(format!("MAX_WORKERS: `{v}` is not a number")),
             }
         }
-        // SSL_CERT_FILE alone is often set machine-wide to a CA bundle for
-        // outgoing TLS; it means "serve TLS" only together with SSL_KEY_FILE.
+        // SSL_CERT_FILE is often set machine-wide to a CA bundle for outgoing
+        // TLS; it names the serving certificate only together with
+        // SSL_KEY_FILE, and alone it never overrides the config file.
         let cert = get("SSL_CERT_FILE");
         let key = get("SSL_KEY_FILE");
         let ca = get("SSL_CLIENT_CA_FILE");
-        if key.is_some() || self.receivers.otlp.tls.is_some() {
+        if let Some(key) = key {
             let tls = self.receivers.otlp.tls.get_or_insert_with(TlsConfig::default);
-            if let Some(cert) = cert {
-                tls.cert_file = cert;
+            match cert {
+                Some(cert) => tls.cert_file = cert,
+                None if tls.cert_file.is_empty() => p.push("SSL_KEY_FILE: set without SSL_CERT_FILE".into()),
+                None => {}
             }
-            if let Some(key) = key {
-                tls.key_file = key;
-            }
-            if ca.is_some() {
-                tls.client_ca_file = ca;
-            }
+            tls.key_file = key;
+        }
+        if let (Some(ca), Some(tls)) = (ca, self.receivers.otlp.tls.as_mut()) {
+            tls.client_ca_file = Some(ca);
         }
         if let Some(endpoint) = get("OTLP_ENDPOINT") {
             let endpoint = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
@@ -1059,10 +1060,15 @@ service: {pipelines: {logs: {processors: [batch, filter, missing], exporters: [d
     }
 
     #[test]
-    fn ssl_cert_file_alone_does_not_turn_tls_on() {
+    fn ssl_cert_file_alone_does_not_turn_tls_on_or_override_the_file() {
+        let bundle = |k: &str| (k == "SSL_CERT_FILE").then(|| "/etc/ssl/certs/ca-certificates.crt".to_owned());
         let mut config = Config::default();
-        config.apply_env(|k| (k == "SSL_CERT_FILE").then(|| "/etc/ssl/certs/ca-certificates.crt".to_owned())).unwrap();
+        config.apply_env(bundle).unwrap();
         assert_eq!(config.receivers.otlp.tls, None);
+        let tls = TlsConfig { cert_file: "/tls/tls.crt".into(), key_file: "/tls/tls.key".into(), ..Default::default() };
+        config.receivers.otlp.tls = Some(tls.clone());
+        config.apply_env(bundle).unwrap();
+        assert_eq!(config.receivers.otlp.tls, Some(tls), "the config file's certificate stays");
     }
 
     #[test]

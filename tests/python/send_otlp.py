@@ -8,6 +8,11 @@ did not acknowledge what this script sent.
   send_otlp.py --protocol grpc --endpoint http://127.0.0.1:4317 \
       --service NAME --spans N --metric-points N --logs N
 
+Over TLS, give an https:// endpoint and --ca (the CA that signed the
+collector's certificate); for mutual TLS also --cert and --key (the client
+certificate and its key, PEM). The server certificate must name the host
+of the endpoint, or the name given with --server-name (gRPC only).
+
 Span i is named "py-op-<i>"; the counter "py.requests" has a data point
 {route="/r<i>"} = 10*(i+1); log record i has the body "py line <i>".
 Exit status: 0 all exported, 1 an export failed, 2 the SDK is not installed.
@@ -64,20 +69,41 @@ def checked(exporter, what, success):
     return exporter
 
 
-def exporters(protocol, endpoint, compression):
-    """(span, metric, log) exporters for `protocol`, each checked."""
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def exporters(args):
+    """(span, metric, log) exporters for `args.protocol`, each checked."""
+    protocol, endpoint, compression, timeout = args.protocol, args.endpoint, args.compression, args.timeout
+    tls = args.ca is not None
     if protocol == "grpc":
         comp = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
-        kw = dict(endpoint=endpoint, insecure=True, compression=comp, timeout=10)
+        kw = dict(endpoint=endpoint, compression=comp, timeout=timeout)
+        if tls:
+            kw["insecure"] = False
+            kw["credentials"] = grpc.ssl_channel_credentials(
+                root_certificates=read(args.ca),
+                private_key=read(args.key) if args.key else None,
+                certificate_chain=read(args.cert) if args.cert else None,
+            )
+            if args.server_name:
+                kw["channel_options"] = (("grpc.ssl_target_name_override", args.server_name),)
+        else:
+            kw["insecure"] = True
         spans = grpc_traces.OTLPSpanExporter(**kw)
         metrics = grpc_metrics.OTLPMetricExporter(**kw)
         logs = grpc_logs.OTLPLogExporter(**kw)
     else:
         comp = HttpCompression.Gzip if compression == "gzip" else HttpCompression.NoCompression
         base = endpoint.rstrip("/")
-        spans = http_traces.OTLPSpanExporter(endpoint=f"{base}/v1/traces", compression=comp, timeout=10)
-        metrics = http_metrics.OTLPMetricExporter(endpoint=f"{base}/v1/metrics", compression=comp, timeout=10)
-        logs = http_logs.OTLPLogExporter(endpoint=f"{base}/v1/logs", compression=comp, timeout=10)
+        kw = dict(compression=comp, timeout=timeout)
+        if tls:
+            kw.update(certificate_file=args.ca, client_certificate_file=args.cert, client_key_file=args.key)
+        spans = http_traces.OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kw)
+        metrics = http_metrics.OTLPMetricExporter(endpoint=f"{base}/v1/metrics", **kw)
+        logs = http_logs.OTLPLogExporter(endpoint=f"{base}/v1/logs", **kw)
     return (
         checked(spans, "spans", SpanExportResult.SUCCESS),
         checked(metrics, "metrics", MetricExportResult.SUCCESS),
@@ -88,16 +114,28 @@ def exporters(protocol, endpoint, compression):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=["grpc", "http/protobuf"], required=True)
-    parser.add_argument("--endpoint", required=True, help="http://host:port (no /v1/... path)")
+    parser.add_argument("--endpoint", required=True, help="http://host:port or https://host:port (no /v1/... path)")
     parser.add_argument("--service", required=True, help="the service.name resource attribute")
     parser.add_argument("--spans", type=int, required=True)
     parser.add_argument("--metric-points", type=int, required=True)
     parser.add_argument("--logs", type=int, required=True)
     parser.add_argument("--compression", choices=["none", "gzip"], default="none")
+    parser.add_argument("--timeout", type=float, default=10, help="seconds per export, retries included")
+    parser.add_argument("--ca", metavar="FILE", help="TLS: PEM CA certificate(s) to verify the collector with")
+    parser.add_argument("--cert", metavar="FILE", help="mTLS: PEM client certificate chain (needs --ca and --key)")
+    parser.add_argument("--key", metavar="FILE", help="mTLS: PEM private key of --cert")
+    parser.add_argument("--server-name", help="gRPC over TLS: the name to check the server certificate for "
+                        "instead of the endpoint's host")
     args = parser.parse_args()
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    if args.cert is not None and args.ca is None:
+        parser.error("--cert needs --ca")
+    if args.ca is not None and not args.endpoint.startswith("https://"):
+        parser.error("--ca needs an https:// endpoint")
 
     resource = Resource.create({"service.name": args.service, "test.language": "python"})
-    span_exporter, metric_exporter, log_exporter = exporters(args.protocol, args.endpoint, args.compression)
+    span_exporter, metric_exporter, log_exporter = exporters(args)
 
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))

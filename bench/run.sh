@@ -88,9 +88,12 @@ run() {
   local port; port=$(free_port)
   local pid; pid=$(start "$which" "$port" "${TLS:-0}" "${FWD:-}" "${MEM:-512}")
   local t0; t0=$(cpu_ticks "$pid")
-  local tls_args=()
-  [ "${TLS:-0}" = 1 ] && tls_args=(--endpoint "https://127.0.0.1:$port" --ca "$WORK/ca.crt" --cert "$WORK/client.crt" --key "$WORK/client.key")
-  local json; json=$(taskset -c "$LOAD_CPU" "$LOAD" --endpoint "http://127.0.0.1:$port" "${tls_args[@]}" --duration "$DURATION" --json "$@")
+  local endpoint="http://127.0.0.1:$port" tls_args=()
+  if [ "${TLS:-0}" = 1 ]; then
+    endpoint="https://127.0.0.1:$port"
+    tls_args=(--ca "$WORK/ca.crt" --cert "$WORK/client.crt" --key "$WORK/client.key")
+  fi
+  local json; json=$(taskset -c "$LOAD_CPU" "$LOAD" --endpoint "$endpoint" "${tls_args[@]}" --duration "$DURATION" --json "$@")
   local t1; t1=$(cpu_ticks "$pid"); local rss; rss=$(rss_peak_kb "$pid")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   local hz; hz=$(getconf CLK_TCK)

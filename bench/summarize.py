@@ -41,5 +41,8 @@ for s, p in keys:
     a, b = groups.get((s, p, "ours")), groups.get((s, p, "peer"))
     if not a or not b:
         continue
+    if med(b, "items_per_s") == 0 or med(a, "items_per_s") == 0:
+        print(f"| {s} | {p} | n/a: a server accepted nothing | | |")
+        continue
     print(f"| {s} | {p} | {med(a,'items_per_s')/max(med(b,'items_per_s'),1e-9):.2f}x | "
           f"{cpu_per_million(b)/max(cpu_per_million(a),1e-9):.2f}x | {med(b,'p99_ms')/max(med(a,'p99_ms'),1e-9):.2f}x |")

@@ -48,27 +48,54 @@ pub struct MemoryBudget {
     limit: AtomicUsize,
     gauge: Gauge,
     released: Notify,
+    /// Memory of requests waiting for room: already decoded, so already in
+    /// memory, though not yet charged.
+    waiting: AtomicUsize,
 }
+
+/// Requests may wait for room only while what waits stays under this share
+/// of the limit; past it they are refused at once, so waiting cannot
+/// multiply memory under overload.
+const WAITING_SHARE: usize = 4;
 
 impl MemoryBudget {
     pub fn new(limit: usize, gauge: Gauge) -> Arc<Self> {
-        Arc::new(Self { used: AtomicUsize::new(0), limit: AtomicUsize::new(limit), gauge, released: Notify::new() })
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            gauge,
+            released: Notify::new(),
+            waiting: AtomicUsize::new(0),
+        })
     }
 
-    /// Reserves `bytes`, waiting until `deadline` for others to release room.
+    /// Reserves `bytes`, waiting until `deadline` for others to release room
+    /// (unless too much already waits).
     pub async fn acquire(self: &Arc<Self>, bytes: usize, deadline: Instant) -> Option<Ticket> {
-        loop {
+        if let Some(ticket) = self.try_acquire(bytes) {
+            return Some(ticket);
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        if bytes > limit {
+            return None; // would never fit
+        }
+        if self.waiting.fetch_add(bytes, Ordering::AcqRel) + bytes > limit / WAITING_SHARE {
+            self.waiting.fetch_sub(bytes, Ordering::AcqRel);
+            return None;
+        }
+        let ticket = loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
             if let Some(ticket) = self.try_acquire(bytes) {
-                return Some(ticket);
+                break Some(ticket);
             }
-            if bytes > self.limit.load(Ordering::Relaxed) {
-                return None; // would never fit
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                break None;
             }
-            tokio::time::timeout_at(deadline, released).await.ok()?;
-        }
+        };
+        self.waiting.fetch_sub(bytes, Ordering::AcqRel);
+        ticket
     }
 
     /// Changes the limit (a config reload); what is held stays held.
@@ -297,10 +324,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_for_room_until_its_deadline() {
         let one = Signal::Traces.in_memory_estimate(100);
-        let (mut p, mut rxs) = pipelines(1, 10, one);
+        let (mut p, mut rxs) = pipelines(1, 10, 4 * one);
         p.wait = Duration::from_secs(1);
-        p.accept(traces(1, 1, 1), 100).await.unwrap();
-        // Room appears after 300 ms: the second request waits, then goes in.
+        for _ in 0..4 {
+            p.accept(traces(1, 1, 1), 100).await.unwrap();
+        }
+        // Room appears after 300 ms: the fifth request waits, then goes in.
         let batch = rxs[0].try_recv().unwrap();
         let started = Instant::now();
         let (result, ()) = tokio::join!(p.accept(traces(1, 1, 1), 100), async {
@@ -313,6 +342,11 @@ mod tests {
         let started = Instant::now();
         assert_eq!(p.accept(traces(1, 1, 1), 100).await, Err(Refusal::MemoryLimit));
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // While a quarter of the limit already waits, the next is refused at once.
+        let started = Instant::now();
+        let (first, second) = tokio::join!(p.accept(traces(1, 1, 1), 100), p.accept(traces(1, 1, 1), 100));
+        assert_eq!((first, second), (Err(Refusal::MemoryLimit), Err(Refusal::MemoryLimit)));
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "only one of them waited");
     }
 
     #[test]

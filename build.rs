@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let types = format!("opentelemetry_proto::tonic::collector::{signal}::v1");
         tonic_build::manual::Service::builder()
             .name(service)
-            .package(&format!("opentelemetry.proto.collector.{signal}.v1"))
+            .package(format!("opentelemetry.proto.collector.{signal}.v1"))
             .method(
                 tonic_build::manual::Method::builder()
                     .name("export")

@@ -42,7 +42,11 @@ async fn a_request_of_only_bad_ids_is_invalid_argument() {
         err.message(),
         "2 invalid items rejected; first: span \"span-0\": trace_id must be 16 bytes, not all zero (got 15)"
     );
-    assert!(c.metrics_text().await.contains(r#"otlp_receiver_refused_items_total{signal="traces",transport="grpc",reason="invalid"} 2"#));
+    assert!(
+        c.metrics_text()
+            .await
+            .contains(r#"otlp_receiver_refused_items_total{signal="traces",transport="grpc",reason="invalid"} 2"#)
+    );
     c.collector.shutdown().await;
 }
 
@@ -54,7 +58,10 @@ async fn a_partly_bad_request_is_accepted_minus_the_bad_items() {
     let resp = otlp_client(&c).await.export(req).await.unwrap().into_inner();
     let partial = resp.partial_success.expect("partial_success is set");
     assert_eq!(partial.rejected_spans, 1);
-    assert_eq!(partial.error_message, "1 invalid item rejected: span \"span-1\": span_id must be 8 bytes, not all zero (got 8)");
+    assert_eq!(
+        partial.error_message,
+        "1 invalid item rejected: span \"span-1\": span_id must be 8 bytes, not all zero (got 8)"
+    );
     let written = c.wait_items(Signal::Traces, 2).await;
     assert_eq!(span_numbers(&written), vec![0, 2]);
     c.collector.shutdown().await;
@@ -64,8 +71,12 @@ async fn a_partly_bad_request_is_accepted_minus_the_bad_items() {
 async fn gzip_and_zstd_requests_are_accepted() {
     let c = TestCollector::start().await;
     let url = c.grpc_url();
-    export_raw(&url, Signal::Traces, otlp::traces("svc", 0, 5).encode_to_vec(), Some(CompressionEncoding::Gzip)).await.unwrap();
-    export_raw(&url, Signal::Traces, otlp::traces("svc", 5, 5).encode_to_vec(), Some(CompressionEncoding::Zstd)).await.unwrap();
+    export_raw(&url, Signal::Traces, otlp::traces("svc", 0, 5).encode_to_vec(), Some(CompressionEncoding::Gzip))
+        .await
+        .unwrap();
+    export_raw(&url, Signal::Traces, otlp::traces("svc", 5, 5).encode_to_vec(), Some(CompressionEncoding::Zstd))
+        .await
+        .unwrap();
     let mut got = span_numbers(&c.wait_items(Signal::Traces, 10).await);
     got.sort();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
@@ -101,7 +112,8 @@ async fn an_oversized_message_is_refused() {
 
 async fn otlp_client(
     c: &TestCollector,
-) -> opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<tonic::transport::Channel> {
+) -> opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<tonic::transport::Channel>
+{
     common::trace_client(&c.grpc_url()).await
 }
 

@@ -27,7 +27,12 @@ async fn connections_are_recycled_at_their_maximum_age() {
 
     // The idle gRPC connection is closed by the server once it is old enough.
     wait_for("the aged connection to close", || async {
-        let text = reqwest::get(format!("http://{}/metrics", c.collector.telemetry_addr.unwrap())).await.ok()?.text().await.ok()?;
+        let text = reqwest::get(format!("http://{}/metrics", c.collector.telemetry_addr.unwrap()))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         (gauge(&text, "otlp_receiver_connections ") == 0.0).then_some(())
     })
     .await;

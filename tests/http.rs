@@ -38,9 +38,13 @@ async fn protobuf_json_gzip_and_zstd_bodies_are_accepted() {
     let resp = post(&url, "application/x-protobuf", None, otlp::traces("svc", 0, 2).encode_to_vec()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
-    assert_eq!(ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).unwrap(), ExportTraceServiceResponse::default());
+    assert_eq!(
+        ExportTraceServiceResponse::decode(resp.bytes().await.unwrap()).unwrap(),
+        ExportTraceServiceResponse::default()
+    );
 
-    let resp = post(&url, "application/x-protobuf", Some("gzip"), gzip(&otlp::traces("svc", 2, 2).encode_to_vec())).await;
+    let resp =
+        post(&url, "application/x-protobuf", Some("gzip"), gzip(&otlp::traces("svc", 2, 2).encode_to_vec())).await;
     assert_eq!(resp.status(), 200);
     let zstd = zstd::encode_all(&otlp::traces("svc", 4, 2).encode_to_vec()[..], 3).unwrap();
     assert_eq!(post(&url, "application/x-protobuf", Some("zstd"), zstd).await.status(), 200);
@@ -61,7 +65,10 @@ async fn protobuf_json_gzip_and_zstd_bodies_are_accepted() {
         })
         .find(|s| s.name == "I'm a server span")
         .expect("the JSON span arrived");
-    assert_eq!(json_span.trace_id, [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c]);
+    assert_eq!(
+        json_span.trace_id,
+        [0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c]
+    );
     assert_eq!(json_span.start_time_unix_nano, 1_544_712_660_000_000_000);
     c.collector.shutdown().await;
 }
@@ -75,7 +82,10 @@ async fn logs_over_json_with_a_partly_bad_batch_get_partial_success() {
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["partialSuccess"]["rejectedLogRecords"], 1, "{body}");
-    assert_eq!(body["partialSuccess"]["errorMessage"], "1 invalid item rejected: log record: trace_id must be empty or 16 bytes (got 3)");
+    assert_eq!(
+        body["partialSuccess"]["errorMessage"],
+        "1 invalid item rejected: log record: trace_id must be empty or 16 bytes (got 3)"
+    );
     assert_eq!(total_items(&c.wait_items(Signal::Logs, 2).await), 2);
     c.collector.shutdown().await;
 }

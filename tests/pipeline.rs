@@ -9,9 +9,9 @@ use common::{TestCollector, config_yaml, otlp, span_numbers, total_items, trace_
 use otlp_collector::config::{Config, ExporterConfig, OtlpExporterConfig, QueueConfig, RetryConfig};
 use otlp_collector::signal::{Payload, Signal};
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_types::StatusExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +43,9 @@ async fn a_chain_of_two_collectors_loses_nothing() {
     let mut got = span_numbers(&b.wait_items(Signal::Traces, 10_000).await);
     got.sort();
     assert_eq!(got, (0..10_000).collect::<Vec<_>>(), "every span exactly once");
-    assert!(a.metrics_text().await.contains(r#"otlp_exporter_sent_items_total{exporter="otlp",signal="traces"} 10000"#));
+    assert!(
+        a.metrics_text().await.contains(r#"otlp_exporter_sent_items_total{exporter="otlp",signal="traces"} 10000"#)
+    );
     a.collector.shutdown().await;
     b.collector.shutdown().await;
 }
@@ -98,7 +100,10 @@ async fn processors_edit_and_filter_and_pipelines_fan_out() {
     let all = c.wait_items(Signal::Traces, 3).await;
     let Payload::Traces(rs) = &all[0] else { panic!() };
     assert!(rs[0].resource.as_ref().unwrap().attributes.contains(&otlp::kv("deployment.environment", "prod")));
-    assert!(rs[0].scope_spans[0].spans[2].attributes.contains(&otlp::kv("secret", "hunter2")), "the other pipeline's edits do not leak");
+    assert!(
+        rs[0].scope_spans[0].spans[2].attributes.contains(&otlp::kv("secret", "hunter2")),
+        "the other pipeline's edits do not leak"
+    );
 
     let kept = wait_for("the filtered pipeline's file", || {
         let path = c.dir.path().join("kept.jsonl");
@@ -114,7 +119,11 @@ async fn processors_edit_and_filter_and_pipelines_fan_out() {
         assert!(span.attributes.contains(&otlp::kv("team", "payments")));
         assert!(!span.attributes.iter().any(|kv| kv.key == "secret"));
     }
-    assert!(c.metrics_text().await.contains(r#"otlp_processor_dropped_items_total{processor="filter/no-health",signal="traces"} 1"#));
+    assert!(
+        c.metrics_text()
+            .await
+            .contains(r#"otlp_processor_dropped_items_total{processor="filter/no-health",signal="traces"} 1"#)
+    );
     c.collector.shutdown().await;
 }
 
@@ -152,7 +161,10 @@ async fn a_stuck_exporter_turns_into_resource_exhausted_with_retry_info() {
     let retry = status.get_details_retry_info().expect("RetryInfo detail");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
     let text = c.metrics_text().await;
-    assert!(text.contains(r#"otlp_receiver_refused_items_total{signal="traces",transport="grpc",reason="queue_full"} 100"#), "{text}");
+    assert!(
+        text.contains(r#"otlp_receiver_refused_items_total{signal="traces",transport="grpc",reason="queue_full"} 100"#),
+        "{text}"
+    );
     let used: f64 = text.lines().find_map(|l| l.strip_prefix("otlp_memory_used_bytes ")).unwrap().parse().unwrap();
     assert!(used <= (1 << 20) as f64, "memory held stays under the limit: {used}");
     c.collector.shutdown().await;
@@ -165,7 +177,9 @@ async fn health_goes_not_serving_when_shutdown_starts() {
     let ready = format!("http://{}/readyz", c.collector.telemetry_addr.unwrap());
     assert_eq!(reqwest::get(&ready).await.unwrap().status(), 200);
     let mut health = HealthClient::new(tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap());
-    for service in ["", "opentelemetry.proto.collector.trace.v1.TraceService", "opentelemetry.proto.collector.logs.v1.LogsService"] {
+    for service in
+        ["", "opentelemetry.proto.collector.trace.v1.TraceService", "opentelemetry.proto.collector.logs.v1.LogsService"]
+    {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
     }

@@ -57,7 +57,13 @@ async fn send_with_python(protocol: &str, endpoint: &str, service: &str, compres
 
 /// Runs send_otlp.py to completion with `extra` arguments and returns what it
 /// did; fails only when the SDK is missing or the script hangs.
-async fn run_python(protocol: &str, endpoint: &str, service: &str, compression: &str, extra: &[&str]) -> std::process::Output {
+async fn run_python(
+    protocol: &str,
+    endpoint: &str,
+    service: &str,
+    compression: &str,
+    extra: &[&str],
+) -> std::process::Output {
     require_python_sdk().await;
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(SCRIPT)
@@ -97,7 +103,8 @@ fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
 
 /// The service.name of every resource in `payloads`.
 fn service_names(payloads: &[Payload]) -> Vec<Option<String>> {
-    let name = |r: &Option<opentelemetry_proto::tonic::resource::v1::Resource>| attr(&r.as_ref()?.attributes, "service.name");
+    let name =
+        |r: &Option<opentelemetry_proto::tonic::resource::v1::Resource>| attr(&r.as_ref()?.attributes, "service.name");
     payloads
         .iter()
         .flat_map(|p| match p {
@@ -118,7 +125,9 @@ fn assert_exactly_what_python_sent(out: &Path, service: &str) {
     let mut names: Vec<String> = traces
         .iter()
         .flat_map(|p| match p {
-            Payload::Traces(v) => v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect(),
+            Payload::Traces(v) => {
+                v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect()
+            }
             _ => vec![],
         })
         .collect();
@@ -144,7 +153,9 @@ fn assert_exactly_what_python_sent(out: &Path, service: &str) {
         })
         .map(|p| {
             let route = attr(&p.attributes, "route").expect("a route attribute");
-            let Some(number_data_point::Value::AsInt(v)) = p.value else { panic!("an integer counter, got {:?}", p.value) };
+            let Some(number_data_point::Value::AsInt(v)) = p.value else {
+                panic!("an integer counter, got {:?}", p.value)
+            };
             (route, v)
         })
         .collect();
@@ -217,7 +228,11 @@ impl MtlsSetup {
         let ca = Ca::new("python-test-ca");
         let dir = tempfile::tempdir().unwrap();
         let server = ca.server(1);
-        write_secret_volume(dir.path(), "v1", &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())]);
+        write_secret_volume(
+            dir.path(),
+            "v1",
+            &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())],
+        );
         let client = ca.client("spiffe://test/ns/python/sa/sdk");
         std::fs::write(dir.path().join("client.crt"), &client.cert).unwrap();
         std::fs::write(dir.path().join("client.key"), &client.key).unwrap();
@@ -250,7 +265,8 @@ async fn python_sdk_over_grpc_with_a_client_certificate_arrives_intact() {
     let service = "python-sdk-mtls";
     let (ca, cert, key) = (pki.path("ca.crt"), pki.path("client.crt"), pki.path("client.key"));
     // 127.0.0.1 is among the server certificate's SANs; gRPC checks it as it is.
-    let out = run_python("grpc", &grpc_tls_url(&c), service, "gzip", &["--ca", &ca, "--cert", &cert, "--key", &key]).await;
+    let out =
+        run_python("grpc", &grpc_tls_url(&c), service, "gzip", &["--ca", &ca, "--cert", &cert, "--key", &key]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "send_otlp.py over gRPC with mTLS failed ({}):\n{stderr}", out.status);
 
@@ -271,16 +287,19 @@ async fn python_sdk_without_a_client_certificate_is_refused_under_mtls() {
     let ca = pki.path("ca.crt");
     // The server is trusted, but the client has no certificate to show.
     // A short timeout: the exporter retries UNAVAILABLE until it runs out.
-    let out = run_python("grpc", &grpc_tls_url(&c), "python-sdk-no-cert", "none", &["--ca", &ca, "--timeout", "3"]).await;
+    let out =
+        run_python("grpc", &grpc_tls_url(&c), "python-sdk-no-cert", "none", &["--ca", &ca, "--timeout", "3"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "send_otlp.py without a client certificate must fail its exports:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "send_otlp.py without a client certificate must fail its exports:\n{stderr}"
+    );
     assert!(stderr.contains("export failed"), "the script names the failed exports:\n{stderr}");
 
     let text = c.metrics_text().await;
-    let accepted: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("otlp_receiver_accepted_items_total{") && !l.ends_with(" 0"))
-        .collect();
+    let accepted: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("otlp_receiver_accepted_items_total{") && !l.ends_with(" 0")).collect();
     assert!(accepted.is_empty(), "nothing is accepted from a client without a certificate: {accepted:?}");
     let TestCollector { collector, out, dir: _dir } = c;
     tokio::time::timeout(Duration::from_secs(30), collector.shutdown()).await.expect("collector shuts down");

@@ -38,7 +38,10 @@ fn every_yaml_example_in_the_readme_is_a_valid_config() {
 #[test]
 fn the_readme_shows_the_real_default_config() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let shown = fenced_blocks(&readme, "yaml").into_iter().find(|b| b.contains("max_concurrent_streams")).expect("the default config block");
+    let shown = fenced_blocks(&readme, "yaml")
+        .into_iter()
+        .find(|b| b.contains("max_concurrent_streams"))
+        .expect("the default config block");
     let mut shown = Config::from_yaml(&shown).unwrap();
     // The block comments out max_connection_age (off by default); everything else must match.
     shown.receivers.otlp.grpc.as_mut().unwrap().max_connection_age = None;
@@ -53,9 +56,14 @@ async fn the_readme_certificate_commands_work() {
     use otlp_collector::signal::Signal;
 
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let block = fenced_blocks(&readme, "sh").into_iter().find(|b| b.contains("openssl req -x509")).expect("the openssl block");
+    let block =
+        fenced_blocks(&readme, "sh").into_iter().find(|b| b.contains("openssl req -x509")).expect("the openssl block");
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("bash").args(["-euo", "pipefail", "-c", &block]).current_dir(dir.path()).output().unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "the README's openssl commands failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let path = |f: &str| dir.path().join(f).display().to_string();
 
@@ -68,9 +76,13 @@ async fn the_readme_certificate_commands_work() {
     });
     config.service.access = AccessConfig {
         default: AccessDefault::Deny,
-        rules: vec![AccessRule { identities: vec!["spiffe://cluster.local/ns/shop/sa/checkout".into()], signals: vec![Signal::Traces] }],
+        rules: vec![AccessRule {
+            identities: vec!["spiffe://cluster.local/ns/shop/sa/checkout".into()],
+            signals: vec![Signal::Traces],
+        }],
     };
-    let c = common::TestCollector::start_config(config, dir.path().join("out.jsonl"), tempfile::tempdir().unwrap()).await;
+    let c =
+        common::TestCollector::start_config(config, dir.path().join("out.jsonl"), tempfile::tempdir().unwrap()).await;
 
     // The README's curl line, pointed at this collector's port.
     let url = format!("https://localhost:{}/v1/traces", c.collector.http_addr.unwrap().port());

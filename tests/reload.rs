@@ -35,19 +35,16 @@ async fn a_reload_under_load_loses_nothing_and_applies_the_new_pipelines() {
     wait_for("some traffic before the reload", || async { (next.load(Ordering::Relaxed) > 50).then_some(()) }).await;
 
     // The new config writes to another file and tags every span.
-    let yaml = config_yaml(
-        &second,
-        "  attributes/tag: {actions: [{key: reloaded, action: insert, value: true}]}",
-        "",
-    )
-    .replace("traces: {processors: [batch]", "traces: {processors: [attributes/tag, batch]");
+    let yaml = config_yaml(&second, "  attributes/tag: {actions: [{key: reloaded, action: insert, value: true}]}", "")
+        .replace("traces: {processors: [batch]", "traces: {processors: [attributes/tag, batch]");
     let mut config = Config::from_yaml(&yaml).unwrap();
     // Listener settings stay as they are (port 0 would mean "restart").
     config.receivers = c.collector_config_receivers();
     let warnings = c.collector.reload(config).await.unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let at_reload = next.load(Ordering::Relaxed);
-    wait_for("traffic after the reload", || async { (next.load(Ordering::Relaxed) > at_reload + 50).then_some(()) }).await;
+    wait_for("traffic after the reload", || async { (next.load(Ordering::Relaxed) > at_reload + 50).then_some(()) })
+        .await;
     stop.store(true, Ordering::Relaxed);
     let mut acked: Vec<u64> = Vec::new();
     for s in senders {

@@ -94,7 +94,9 @@ async fn spans_metrics_and_logs_from_the_rust_sdk_arrive_intact() {
     let mut names: Vec<String> = traces
         .iter()
         .flat_map(|p| match p {
-            Payload::Traces(v) => v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect(),
+            Payload::Traces(v) => {
+                v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect()
+            }
             _ => vec![],
         })
         .collect();

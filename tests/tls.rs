@@ -11,7 +11,9 @@ use common::pki::{Ca, Pem, write_secret_volume};
 use common::{TestCollector, otlp, wait_for};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use otlp_collector::config::{AccessConfig, AccessDefault, AccessRule, RateLimit, RateLimitConfig, RateLimitOverride, TlsConfig, TlsVersion};
+use otlp_collector::config::{
+    AccessConfig, AccessDefault, AccessRule, RateLimit, RateLimitConfig, RateLimitOverride, TlsConfig, TlsVersion,
+};
 use otlp_collector::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tonic::Code;
@@ -29,7 +31,11 @@ impl Secret {
         let ca = Ca::new("test-ca");
         let dir = tempfile::tempdir().unwrap();
         let server = ca.server(1);
-        write_secret_volume(dir.path(), "v1", &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())]);
+        write_secret_volume(
+            dir.path(),
+            "v1",
+            &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())],
+        );
         Self { dir, ca }
     }
 
@@ -44,7 +50,11 @@ impl Secret {
     }
 }
 
-async fn tls_collector(secret: &Secret, mtls: bool, edit: impl FnOnce(&mut otlp_collector::config::Config)) -> TestCollector {
+async fn tls_collector(
+    secret: &Secret,
+    mtls: bool,
+    edit: impl FnOnce(&mut otlp_collector::config::Config),
+) -> TestCollector {
     let tls = secret.tls_config(mtls);
     TestCollector::start_with(|cfg| {
         cfg.receivers.otlp.tls = Some(tls);
@@ -137,7 +147,9 @@ async fn tls_1_2_is_refused_unless_allowed() {
     assert!(ok && text.contains("TLSv1.3"), "TLS 1.3 works:\n{text}");
     c.collector.shutdown().await;
 
-    let c = tls_collector(&secret, false, |cfg| cfg.receivers.otlp.tls.as_mut().unwrap().min_version = TlsVersion::V1_2).await;
+    let c =
+        tls_collector(&secret, false, |cfg| cfg.receivers.otlp.tls.as_mut().unwrap().min_version = TlsVersion::V1_2)
+            .await;
     let port = c.collector.http_addr.unwrap().port();
     let (ok, text) = tokio::task::spawn_blocking(move || s_client(port, "-tls1_2")).await.unwrap();
     assert!(ok, "min_version 1.2 allows TLS 1.2:\n{text}");
@@ -177,16 +189,30 @@ async fn certificates_rotate_like_a_secret_volume_without_a_restart() {
 
     // The kubelet writes a new timestamped directory and swaps `..data`.
     let next = secret.ca.server(2);
-    write_secret_volume(secret.dir.path(), "v2", &[("tls.crt", &next.cert), ("tls.key", &next.key), ("ca.crt", &secret.ca.pem())]);
-    wait_for("new handshakes to present serial 2", || async { (served_serial(addr, &secret.ca).await == 2).then_some(()) }).await;
+    write_secret_volume(
+        secret.dir.path(),
+        "v2",
+        &[("tls.crt", &next.cert), ("tls.key", &next.key), ("ca.crt", &secret.ca.pem())],
+    );
+    wait_for("new handshakes to present serial 2", || async {
+        (served_serial(addr, &secret.ca).await == 2).then_some(())
+    })
+    .await;
     // The connection opened before the swap carries on.
     before.export(otlp::traces("svc", 1, 1)).await.unwrap();
     let text = c.metrics_text().await;
-    assert!(text.contains("otlp_tls_certificate_not_after_timestamp_seconds 2051222400"), "notAfter (2035-01-01) exported:\n{text}");
+    assert!(
+        text.contains("otlp_tls_certificate_not_after_timestamp_seconds 2051222400"),
+        "notAfter (2035-01-01) exported:\n{text}"
+    );
 
     // A broken replacement (a key that does not match) keeps the old material.
     let wrong = secret.ca.server(3);
-    write_secret_volume(secret.dir.path(), "v3", &[("tls.crt", &wrong.cert), ("tls.key", &next.key), ("ca.crt", &secret.ca.pem())]);
+    write_secret_volume(
+        secret.dir.path(),
+        "v3",
+        &[("tls.crt", &wrong.cert), ("tls.key", &next.key), ("ca.crt", &secret.ca.pem())],
+    );
     let healthz = format!("http://{}/healthz", c.collector.telemetry_addr.unwrap());
     let body = wait_for("healthz to report the failed reload", || async {
         let body = reqwest::get(&healthz).await.ok()?.text().await.ok()?;
@@ -206,8 +232,14 @@ async fn acls_and_rate_limits_follow_the_client_identity() {
         cfg.service.access = AccessConfig {
             default: AccessDefault::Deny,
             rules: vec![
-                AccessRule { identities: vec!["spiffe://test/ns/shop/*".into()], signals: vec![Signal::Traces, Signal::Metrics] },
-                AccessRule { identities: vec!["spiffe://test/ns/ops/*".into()], signals: vec![Signal::Traces, Signal::Logs] },
+                AccessRule {
+                    identities: vec!["spiffe://test/ns/shop/*".into()],
+                    signals: vec![Signal::Traces, Signal::Metrics],
+                },
+                AccessRule {
+                    identities: vec!["spiffe://test/ns/ops/*".into()],
+                    signals: vec![Signal::Traces, Signal::Logs],
+                },
             ],
         };
         cfg.service.rate_limits = RateLimitConfig {
@@ -249,8 +281,18 @@ async fn acls_and_rate_limits_follow_the_client_identity() {
     shop_traces.export(otlp::traces("shop", 4, 1)).await.unwrap();
 
     let text = c.metrics_text().await;
-    assert!(text.contains(r#"otlp_receiver_client_refused_items_total{client="spiffe://test/ns/shop/*",reason="denied"} 1"#), "{text}");
-    assert!(text.contains(r#"otlp_receiver_client_refused_items_total{client="spiffe://test/ns/shop/*",reason="rate_limited"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"otlp_receiver_client_refused_items_total{client="spiffe://test/ns/shop/*",reason="denied"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"otlp_receiver_client_refused_items_total{client="spiffe://test/ns/shop/*",reason="rate_limited"} 1"#
+        ),
+        "{text}"
+    );
     c.collector.shutdown().await;
 }
 

@@ -108,14 +108,19 @@ struct Stats {
 
 impl Stats {
     fn new() -> Self {
-        Self { latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"), ok: 0, errors: BTreeMap::new() }
+        Self {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
     }
 }
 
 async fn connect(args: &Args) -> anyhow::Result<Channel> {
     let mut endpoint = Endpoint::from_shared(args.endpoint.clone())?.tcp_nodelay(true);
     if let Some(ca) = &args.ca {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?)).domain_name("localhost");
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?)).domain_name("localhost");
         if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
             tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
         }

@@ -7,7 +7,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 
@@ -41,12 +43,20 @@ impl Rng {
 }
 
 fn kv(k: &str, v: impl Into<String>) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 fn resource(service: &str) -> Option<Resource> {
     Some(Resource {
-        attributes: vec![kv("service.name", service), kv("host.name", "bench-host-01"), kv("deployment.environment", "bench")],
+        attributes: vec![
+            kv("service.name", service),
+            kv("host.name", "bench-host-01"),
+            kv("deployment.environment", "bench"),
+        ],
         ..Default::default()
     })
 }
@@ -160,7 +170,11 @@ impl Profile {
                                 rng.next() % 255
                             ))),
                         }),
-                        attributes: vec![kv("logger", "http"), kv("thread", format!("worker-{}", i % 8)), kv("tenant", "acme")],
+                        attributes: vec![
+                            kv("logger", "http"),
+                            kv("thread", format!("worker-{}", i % 8)),
+                            kv("tenant", "acme"),
+                        ],
                         ..Default::default()
                     })
                     .collect();
@@ -178,7 +192,9 @@ impl Profile {
 
     pub fn path(self) -> &'static str {
         match self {
-            Profile::Metrics10 | Profile::Metrics1000 => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Profile::Metrics10 | Profile::Metrics1000 => {
+                "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+            }
             Profile::Spans100 => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             Profile::Logs100 => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         }

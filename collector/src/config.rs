@@ -583,7 +583,8 @@ pub fn component_type(key: &str) -> &str {
 impl Config {
     /// Parses and validates a YAML document, reporting every problem found.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let root: Value = serde_norway::from_str(text).map_err(|e| ConfigError(vec![format!("not valid YAML: {e}")]))?;
+        let root: Value =
+            serde_norway::from_str(text).map_err(|e| ConfigError(vec![format!("not valid YAML: {e}")]))?;
         let root = match root {
             Value::Mapping(m) => m,
             Value::Null => Mapping::new(),
@@ -646,9 +647,8 @@ impl Config {
                         }
                     }
                 }
-                other => problems.push(format!(
-                    "{other}: unknown key, expected one of receivers, processors, exporters, service"
-                )),
+                other => problems
+                    .push(format!("{other}: unknown key, expected one of receivers, processors, exporters, service")),
             }
         }
         if problems.is_empty() {
@@ -688,11 +688,10 @@ impl Config {
         if otlp.max_message_bytes < 1024 {
             p.push("receivers.otlp.max_message_bytes: must be at least 1024".into());
         }
-        if let Some(tls) = &otlp.tls {
-            if tls.cert_file.is_empty() || tls.key_file.is_empty() {
+        if let Some(tls) = &otlp.tls
+            && (tls.cert_file.is_empty() || tls.key_file.is_empty()) {
                 p.push("receivers.otlp.tls: cert_file and key_file are both required".into());
             }
-        }
         for (name, proc) in &self.processors {
             let path = format!("processors.{name}");
             match proc {
@@ -808,7 +807,9 @@ impl Config {
             rl.overrides.iter().enumerate().map(|(i, o)| (format!("service.rate_limits.overrides[{i}]"), &o.limit)),
         );
         for (path, limit) in limits_list {
-            for (what, rate) in [("requests_per_second", limit.requests_per_second), ("items_per_second", limit.items_per_second)] {
+            for (what, rate) in
+                [("requests_per_second", limit.requests_per_second), ("items_per_second", limit.items_per_second)]
+            {
                 if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
                     p.push(format!("{path}.{what}: must be a positive number"));
                 }

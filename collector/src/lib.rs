@@ -98,7 +98,12 @@ struct Generation {
 }
 
 impl Generation {
-    fn build(config: &Config, metrics: &Arc<Metrics>, budget: &Arc<MemoryBudget>, tap: &Arc<TapHub>) -> anyhow::Result<Self> {
+    fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        budget: &Arc<MemoryBudget>,
+        tap: &Arc<TapHub>,
+    ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let exports = TaskTracker::new();
@@ -113,7 +118,8 @@ impl Generation {
                 let exporter = match exporters.get(exp.as_str()) {
                     Some(e) => e.clone(),
                     None => {
-                        let e = Arc::new(Exporter::build(exp, exporter_config).with_context(|| format!("exporter {exp}"))?);
+                        let e =
+                            Arc::new(Exporter::build(exp, exporter_config).with_context(|| format!("exporter {exp}"))?);
                         exporters.insert(exp, e.clone());
                         e
                     }
@@ -213,7 +219,8 @@ impl Collector {
                 .add_service(metrics_svc)
                 .add_service(logs);
             if grpc.tap {
-                routes = routes.add_service(otlp_fleet::tap::v1::tap_server::TapServer::new(TapService::new(tap.clone())));
+                routes =
+                    routes.add_service(otlp_fleet::tap::v1::tap_server::TapServer::new(TapService::new(tap.clone())));
             }
             let options = ServeOptions {
                 http2_only: true,
@@ -222,7 +229,8 @@ impl Collector {
                 max_connection_age: grpc.max_connection_age,
                 grace: grpc.max_connection_age_grace,
             };
-            let svc = tower::ServiceBuilder::new().map_response(oversize_is_resource_exhausted).service(routes.prepare());
+            let svc =
+                tower::ServiceBuilder::new().map_response(oversize_is_resource_exhausted).service(routes.prepare());
             let tls = tls.clone().map(|t| (t, Alpn::H2));
             tokio::spawn(serve(listener, tls, svc, options, shared.clone()));
         }

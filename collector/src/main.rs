@@ -169,7 +169,13 @@ fn watch_config(collector: Arc<Collector>, path: PathBuf, stop: CancellationToke
     Ok(())
 }
 
-async fn tap(addr: String, signals: Vec<Signal>, matches: Vec<(String, String)>, sample: f64, count: Option<u64>) -> anyhow::Result<()> {
+async fn tap(
+    addr: String,
+    signals: Vec<Signal>,
+    matches: Vec<(String, String)>,
+    sample: f64,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
     let mut client = TapClient::connect(addr.clone()).await.with_context(|| format!("connecting to {addr}"))?;
     let request = WatchRequest {
         signals: signals

@@ -77,21 +77,48 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("otlp");
         let accepted_items = Family::default();
-        registry.register("receiver_accepted_items", "Items (spans, data points, log records) accepted into the pipeline", accepted_items.clone());
+        registry.register(
+            "receiver_accepted_items",
+            "Items (spans, data points, log records) accepted into the pipeline",
+            accepted_items.clone(),
+        );
         let accepted_bytes = Family::default();
-        registry.register_with_unit("receiver_accepted", "Encoded size of accepted requests", Unit::Bytes, accepted_bytes.clone());
+        registry.register_with_unit(
+            "receiver_accepted",
+            "Encoded size of accepted requests",
+            Unit::Bytes,
+            accepted_bytes.clone(),
+        );
         let refused_items = Family::default();
         registry.register("receiver_refused_items", "Items refused, by reason", refused_items.clone());
         let requests = Family::default();
-        registry.register("receiver_requests", "Export requests by outcome (a gRPC status code name)", requests.clone());
+        registry.register(
+            "receiver_requests",
+            "Export requests by outcome (a gRPC status code name)",
+            requests.clone(),
+        );
         let duration: Family<Labels, Histogram, fn() -> Histogram> = Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit("receiver_request_duration", "Time from a decoded request to its answer", Unit::Seconds, duration.clone());
+        registry.register_with_unit(
+            "receiver_request_duration",
+            "Time from a decoded request to its answer",
+            Unit::Seconds,
+            duration.clone(),
+        );
         let sent_items = Family::default();
         registry.register("exporter_sent_items", "Items an exporter delivered", sent_items.clone());
         let sent_bytes = Family::default();
-        registry.register_with_unit("exporter_sent", "Encoded size of delivered batches", Unit::Bytes, sent_bytes.clone());
+        registry.register_with_unit(
+            "exporter_sent",
+            "Encoded size of delivered batches",
+            Unit::Bytes,
+            sent_bytes.clone(),
+        );
         let send_failed_items = Family::default();
-        registry.register("exporter_send_failed_items", "Items an exporter gave up on, by reason", send_failed_items.clone());
+        registry.register(
+            "exporter_send_failed_items",
+            "Items an exporter gave up on, by reason",
+            send_failed_items.clone(),
+        );
         let retries = Family::default();
         registry.register("exporter_retries", "Export attempts that were retried", retries.clone());
         let queue_size = Family::default();
@@ -121,19 +148,41 @@ impl Metrics {
             config_reload_failures.clone(),
         );
         let memory_used = Gauge::default();
-        registry.register_with_unit("memory_used", "Telemetry held in queues and batches (estimated in-memory size)", Unit::Bytes, memory_used.clone());
+        registry.register_with_unit(
+            "memory_used",
+            "Telemetry held in queues and batches (estimated in-memory size)",
+            Unit::Bytes,
+            memory_used.clone(),
+        );
         let memory_limit = Gauge::default();
-        registry.register_with_unit("memory_limit", "Limit on telemetry held in queues and batches", Unit::Bytes, memory_limit.clone());
+        registry.register_with_unit(
+            "memory_limit",
+            "Limit on telemetry held in queues and batches",
+            Unit::Bytes,
+            memory_limit.clone(),
+        );
         let tap_subscribers = Gauge::default();
         registry.register("tap_subscribers", "Connected live-tap clients", tap_subscribers.clone());
         let tap_dropped = Counter::default();
-        registry.register("tap_dropped_events", "Tap events dropped because a tap client read too slowly", tap_dropped.clone());
+        registry.register(
+            "tap_dropped_events",
+            "Tap events dropped because a tap client read too slowly",
+            tap_dropped.clone(),
+        );
         let connections = Gauge::default();
         registry.register("receiver_connections", "Open client connections", connections.clone());
         let tls_reload_failures = Counter::default();
-        registry.register("tls_reload_failures", "Certificate reloads that failed and kept the old material", tls_reload_failures.clone());
+        registry.register(
+            "tls_reload_failures",
+            "Certificate reloads that failed and kept the old material",
+            tls_reload_failures.clone(),
+        );
         let tls_not_after = Gauge::default();
-        registry.register("tls_certificate_not_after_timestamp_seconds", "notAfter of the serving certificate", tls_not_after.clone());
+        registry.register(
+            "tls_certificate_not_after_timestamp_seconds",
+            "notAfter of the serving certificate",
+            tls_not_after.clone(),
+        );
         Self {
             registry,
             accepted_items,

@@ -227,7 +227,11 @@ impl Payload {
                 |r| &mut r.scope_spans,
                 |s| &mut s.spans,
                 |_| 1,
-                |r| ResourceSpans { resource: r.resource.clone(), scope_spans: vec![], schema_url: r.schema_url.clone() },
+                |r| ResourceSpans {
+                    resource: r.resource.clone(),
+                    scope_spans: vec![],
+                    schema_url: r.schema_url.clone(),
+                },
             )),
             Payload::Metrics(rm) => Payload::Metrics(split(
                 rm,
@@ -452,7 +456,11 @@ mod tests {
         let names = |p: &Payload| match p {
             Payload::Traces(rs) => rs
                 .iter()
-                .flat_map(|r| r.scope_spans.iter().flat_map(move |s| s.spans.iter().map(move |sp| (r.resource.clone(), s.scope.clone(), sp.name.clone()))))
+                .flat_map(|r| {
+                    r.scope_spans.iter().flat_map(move |s| {
+                        s.spans.iter().map(move |sp| (r.resource.clone(), s.scope.clone(), sp.name.clone()))
+                    })
+                })
                 .collect::<Vec<_>>(),
             _ => unreachable!(),
         };
@@ -482,7 +490,9 @@ mod tests {
     /// ULP off.
     #[test]
     fn json_round_trips_doubles_exactly() {
-        use opentelemetry_proto::tonic::metrics::v1::{Metric, ScopeMetrics, Summary, SummaryDataPoint, summary_data_point};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Metric, ScopeMetrics, Summary, SummaryDataPoint, summary_data_point,
+        };
         let value = f64::from_bits(0x6567_7561_6700_0000); // 3.041921361098866e+180
         let p = Payload::Metrics(vec![ResourceMetrics {
             scope_metrics: vec![ScopeMetrics {

@@ -46,16 +46,29 @@ pub fn validate(payload: &mut Payload) -> Rejected {
                 for ss in rs.scope_spans.iter_mut() {
                     ss.spans.retain(|s| {
                         let why = if !id_ok(&s.trace_id, 16, false) {
-                            Some(format!("span {:?}: trace_id must be 16 bytes, not all zero (got {})", s.name, s.trace_id.len()))
+                            Some(format!(
+                                "span {:?}: trace_id must be 16 bytes, not all zero (got {})",
+                                s.name,
+                                s.trace_id.len()
+                            ))
                         } else if !id_ok(&s.span_id, 8, false) {
-                            Some(format!("span {:?}: span_id must be 8 bytes, not all zero (got {})", s.name, s.span_id.len()))
+                            Some(format!(
+                                "span {:?}: span_id must be 8 bytes, not all zero (got {})",
+                                s.name,
+                                s.span_id.len()
+                            ))
                         } else if !s.parent_span_id.is_empty() && s.parent_span_id.len() != 8 {
-                            Some(format!("span {:?}: parent_span_id must be empty or 8 bytes (got {})", s.name, s.parent_span_id.len()))
-                        } else if let Some(l) = s.links.iter().find(|l| !id_ok(&l.trace_id, 16, false) || !id_ok(&l.span_id, 8, false)) {
-                            Some(format!("span {:?}: a link has a trace_id of {} and span_id of {} bytes", s.name, l.trace_id.len(), l.span_id.len()))
-                        } else {
-                            None
-                        };
+                            Some(format!(
+                                "span {:?}: parent_span_id must be empty or 8 bytes (got {})",
+                                s.name,
+                                s.parent_span_id.len()
+                            ))
+                        } else { s.links.iter().find(|l| !id_ok(&l.trace_id, 16, false) || !id_ok(&l.span_id, 8, false)).map(|l| format!(
+                                "span {:?}: a link has a trace_id of {} and span_id of {} bytes",
+                                s.name,
+                                l.trace_id.len(),
+                                l.span_id.len()
+                            )) };
                         match why {
                             Some(why) => {
                                 rejected.note(|| why);
@@ -77,8 +90,15 @@ pub fn validate(payload: &mut Payload) -> Rejected {
                             Some("a metric has an empty name".to_owned())
                         } else if m.data.is_none() {
                             Some(format!("metric {:?} has no data", m.name))
-                        } else if let Some((t, s)) = exemplar_ids(&m.data).find(|(t, s)| !id_ok(t, 16, true) || !id_ok(s, 8, true)) {
-                            Some(format!("metric {:?}: an exemplar has a trace_id of {} and span_id of {} bytes", m.name, t.len(), s.len()))
+                        } else if let Some((t, s)) =
+                            exemplar_ids(&m.data).find(|(t, s)| !id_ok(t, 16, true) || !id_ok(s, 8, true))
+                        {
+                            Some(format!(
+                                "metric {:?}: an exemplar has a trace_id of {} and span_id of {} bytes",
+                                m.name,
+                                t.len(),
+                                s.len()
+                            ))
                         } else {
                             None
                         };
@@ -161,7 +181,10 @@ mod tests {
         let r = validate(&mut p);
         assert_eq!(r.count, 2);
         assert_eq!(p.items(), 1);
-        assert_eq!(r.message(), "2 invalid items rejected; first: span \"span-1\": trace_id must be 16 bytes, not all zero (got 15)");
+        assert_eq!(
+            r.message(),
+            "2 invalid items rejected; first: span \"span-1\": trace_id must be 16 bytes, not all zero (got 15)"
+        );
     }
 
     #[test]

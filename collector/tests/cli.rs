@@ -206,7 +206,11 @@ fn string_value(s: &str) -> Option<AnyValue> {
 fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
     ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![KeyValue { key: "service.name".into(), value: string_value(service), ..Default::default() }],
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: string_value(service),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
@@ -341,7 +345,11 @@ service:
     let again = dir.path().join("printed.yaml");
     std::fs::write(&again, &printed_yaml).unwrap();
     let out = validate(&[], &again);
-    assert!(out.status.success(), "the printed YAML validates:\n{printed_yaml}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the printed YAML validates:\n{printed_yaml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reprinted = validate(&["--print"], &again);
     assert_eq!(String::from_utf8_lossy(&reprinted.stdout), printed_yaml, "printing is a fixed point");
     // And it is the same configuration as the file, with every default spelled out.
@@ -488,8 +496,10 @@ service:
     let written = written_traces(&out);
     let written_ids: Vec<&Vec<u8>> = spans_of(&written).map(|(_, s)| &s.span_id).collect();
     let unique: HashSet<&Vec<u8>> = written_ids.iter().copied().collect();
-    let mut failure_kinds: Vec<String> =
-        failures.iter().map(|f| format!("{:?}{}: {}", f.code, if f.transport { " (transport)" } else { "" }, f.message)).collect();
+    let mut failure_kinds: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{:?}{}: {}", f.code, if f.transport { " (transport)" } else { "" }, f.message))
+        .collect();
     failure_kinds.sort();
     failure_kinds.dedup();
     let summary = format!(
@@ -504,7 +514,11 @@ service:
     assert_eq!(unique.len(), written_ids.len(), "no span written twice; {summary}");
     assert!(acked.len() <= written_ids.len(), "fewer spans written than acknowledged; {summary}");
     let missing: Vec<_> = acked.iter().filter(|id| !unique.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged spans are not in the file; {summary}\nstderr:\n{stderr}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans are not in the file; {summary}\nstderr:\n{stderr}",
+        missing.len()
+    );
 
     let before: Vec<_> = failures.iter().filter(|f| !f.after_sigterm).collect();
     assert!(before.is_empty(), "requests failed before SIGTERM: {before:?}");
@@ -545,8 +559,18 @@ async fn tap_prints_only_the_matching_live_spans_and_exits_after_count() {
     let c = start_collector(dir.path(), |p| (file_exporter_yaml(p, &out), vec![])).await;
 
     let mut cmd = collector_cmd();
-    cmd.args(["tap", "--addr", &c.grpc_url(), "--signal", "traces", "--match", "service.name=checkout", "--count", "1"])
-        .stdout(Stdio::piped());
+    cmd.args([
+        "tap",
+        "--addr",
+        &c.grpc_url(),
+        "--signal",
+        "traces",
+        "--match",
+        "service.name=checkout",
+        "--count",
+        "1",
+    ])
+    .stdout(Stdio::piped());
     let mut tap = Proc::spawn(cmd, dir.path(), "tap", false);
 
     // Only data accepted after the subscription reaches the tap.
@@ -563,9 +587,11 @@ async fn tap_prints_only_the_matching_live_spans_and_exits_after_count() {
 
     let mut grpc = client(&c.grpc_url());
     // First a request with no checkout span at all, then one that mixes services.
-    grpc.export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("cart", vec![span("cart-op-0", [1; 8])])] })
-        .await
-        .expect("export cart");
+    grpc.export(ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans("cart", vec![span("cart-op-0", [1; 8])])],
+    })
+    .await
+    .expect("export cart");
     grpc.export(ExportTraceServiceRequest {
         resource_spans: vec![
             resource_spans("cart", vec![span("cart-op-1", [2; 8])]),
@@ -630,7 +656,10 @@ async fn default_run_logs_each_batch_as_a_json_line_on_stderr() {
             stderr
                 .lines()
                 .filter(|l| l.contains("batch received"))
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("a JSON log line ({e}): {l}")))
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .unwrap_or_else(|e| panic!("a JSON log line ({e}): {l}"))
+                })
                 .next()
         }
     })
@@ -669,10 +698,14 @@ async fn a_changed_config_file_is_applied_without_a_restart_and_a_bad_one_is_ref
 
     let config = dir.path().join("config.yaml");
     let yaml = file_exporter_yaml(c.ports, &second)
-        .replace("processors:\n", "processors:\n  attributes/tag: {actions: [{key: reloaded, action: insert, value: yes}]}\n")
+        .replace(
+            "processors:\n",
+            "processors:\n  attributes/tag: {actions: [{key: reloaded, action: insert, value: yes}]}\n",
+        )
         .replace("processors: [batch]", "processors: [attributes/tag, batch]");
     replace_file(&config, &yaml);
-    wait_for("the reload", || async { c.metrics_text().await.contains("otlp_config_reloads_total 1").then_some(()) }).await;
+    wait_for("the reload", || async { c.metrics_text().await.contains("otlp_config_reloads_total 1").then_some(()) })
+        .await;
     client
         .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("after", [2; 8])])] })
         .await

@@ -53,10 +53,7 @@ fn tool_paths() -> anyhow::Result<(PathBuf, PathBuf)> {
         .output()
         .context("running bash to read e2e/tools/versions.sh")?;
     if !out.status.success() {
-        bail!(
-            "reading e2e/tools/versions.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("reading e2e/tools/versions.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8(out.stdout)?;
     let mut lines = text.lines();
@@ -87,24 +84,13 @@ impl Cluster {
             if !kubeconfig.is_file() {
                 bail!("{KUBECONFIG_ENV}={} is not a file", kubeconfig.display());
             }
-            return Ok(Cluster {
-                kubeconfig,
-                kubectl,
-                helm,
-                owned: false,
-            });
+            return Ok(Cluster { kubeconfig, kubectl, helm, owned: false });
         }
         let pid = std::process::id();
         let started = Instant::now();
         let out = std::process::Command::new("bash")
             .arg(e2e_dir().join("cluster"))
-            .args([
-                "up",
-                "--name",
-                &format!("test-{pid}"),
-                "--owner-pid",
-                &pid.to_string(),
-            ])
+            .args(["up", "--name", &format!("test-{pid}"), "--owner-pid", &pid.to_string()])
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .output()
@@ -116,23 +102,9 @@ impl Cluster {
             );
         }
         let stdout = String::from_utf8(out.stdout)?;
-        let kubeconfig = PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .context("e2e/cluster up printed no kubeconfig path")?,
-        );
-        eprintln!(
-            "e2e: control plane up in {:.1}s ({})",
-            started.elapsed().as_secs_f64(),
-            kubeconfig.display()
-        );
-        Ok(Cluster {
-            kubeconfig,
-            kubectl,
-            helm,
-            owned: true,
-        })
+        let kubeconfig = PathBuf::from(stdout.lines().last().context("e2e/cluster up printed no kubeconfig path")?);
+        eprintln!("e2e: control plane up in {:.1}s ({})", started.elapsed().as_secs_f64(), kubeconfig.display());
+        Ok(Cluster { kubeconfig, kubectl, helm, owned: true })
     }
 
     pub fn kubeconfig(&self) -> &Path {
@@ -154,18 +126,14 @@ impl Cluster {
     /// `kubectl` of the cluster's Kubernetes version, pointed at the cluster.
     pub fn kubectl(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.kubectl);
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        cmd.env("KUBECONFIG", &self.kubeconfig).stdin(Stdio::null()).kill_on_drop(true);
         cmd
     }
 
     /// `helm` (built by `e2e/tools/build-helm.sh`), pointed at the cluster.
     pub fn helm(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.helm);
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+        cmd.env("KUBECONFIG", &self.kubeconfig).stdin(Stdio::null()).kill_on_drop(true);
         cmd
     }
 }
@@ -216,21 +184,14 @@ pub async fn run_kubectl(
     if stdin.is_some() {
         cmd.stdin(Stdio::piped());
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("spawning {}", cluster.kubectl.display()))?;
+    let mut child = cmd.spawn().with_context(|| format!("spawning {}", cluster.kubectl.display()))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes()).await?;
         drop(pipe);
     }
     let out = child.wait_with_output().await?;
     if !out.status.success() {
-        bail!(
-            "kubectl {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("kubectl {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -253,30 +214,13 @@ where
         },
         ..Namespace::default()
     };
-    let created = namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .context("creating the test namespace")?;
-    let name = created
-        .metadata
-        .name
-        .context("created namespace has no name")?;
-    let handle = TestNs {
-        client: client.clone(),
-        name: name.clone(),
-        cluster,
-    };
-    let dump_handle = TestNs {
-        client,
-        name: name.clone(),
-        cluster,
-    };
+    let created = namespaces.create(&PostParams::default(), &ns).await.context("creating the test namespace")?;
+    let name = created.metadata.name.context("created namespace has no name")?;
+    let handle = TestNs { client: client.clone(), name: name.clone(), cluster };
+    let dump_handle = TestNs { client, name: name.clone(), cluster };
     let result = test(handle).await;
     if let Err(e) = &result {
-        eprintln!(
-            "e2e: test in namespace {name} failed: {e:#}\n{}",
-            dump_handle.dump().await
-        );
+        eprintln!("e2e: test in namespace {name} failed: {e:#}\n{}", dump_handle.dump().await);
     }
     if let Err(e) = namespaces.delete(&name, &DeleteParams::default()).await {
         eprintln!("e2e: deleting namespace {name}: {e}");

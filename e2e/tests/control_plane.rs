@@ -39,11 +39,7 @@ async fn wait_ready_pods(ns: &TestNs, app: &str, n: usize) -> anyhow::Result<Vec
     wait_until(&format!("{n} Ready pods of {app}"), WAIT, || async {
         let list = pods.list(&lp).await?.items;
         let ready = list.iter().filter(|p| pod_ready(p)).count();
-        if list.len() == n && ready == n {
-            Ok(Some(list))
-        } else {
-            anyhow::bail!("{} pods, {ready} Ready", list.len())
-        }
+        if list.len() == n && ready == n { Ok(Some(list)) } else { anyhow::bail!("{} pods, {ready} Ready", list.len()) }
     })
     .await
 }
@@ -51,81 +47,39 @@ async fn wait_ready_pods(ns: &TestNs, app: &str, n: usize) -> anyhow::Result<Vec
 #[tokio::test(flavor = "multi_thread")]
 async fn deployment_gets_ready_pods_scales_and_is_garbage_collected() -> anyhow::Result<()> {
     with_temp_ns("deploy", |ns| async move {
-        ns.kubectl(&["apply", "-f", "-"], Some(&deployment("web", 2)))
-            .await?;
-        ns.kubectl(
-            &[
-                "wait",
-                "--for=condition=Available",
-                "deployment/web",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .await?;
+        ns.kubectl(&["apply", "-f", "-"], Some(&deployment("web", 2))).await?;
+        ns.kubectl(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"], None).await?;
         let pods = wait_ready_pods(&ns, "web", 2).await?;
         for p in &pods {
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .unwrap_or_default();
+            let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default();
             ensure!(node.starts_with("kwok-node-"), "pod scheduled on {node:?}");
-            let ip = p
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.as_deref())
-                .unwrap_or_default();
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).unwrap_or_default();
             ensure!(!ip.is_empty(), "kwok gave the pod no IP");
         }
 
-        ns.kubectl(&["scale", "deployment/web", "--replicas=5"], None)
-            .await?;
+        ns.kubectl(&["scale", "deployment/web", "--replicas=5"], None).await?;
         wait_ready_pods(&ns, "web", 5).await?;
         // Scale-down deletes pods with a grace period; kwok's pod-delete stage finalises them.
-        ns.kubectl(&["scale", "deployment/web", "--replicas=1"], None)
-            .await?;
+        ns.kubectl(&["scale", "deployment/web", "--replicas=1"], None).await?;
         wait_ready_pods(&ns, "web", 1).await?;
 
         let rs: Api<ReplicaSet> = Api::namespaced(ns.client.clone(), &ns.name);
         let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
         let lp = ListParams::default().labels("app=web");
         let owned = rs.list(&lp).await?.items;
+        ensure!(owned.len() == 1, "expected 1 ReplicaSet, found {}", owned.len());
+        let owner = owned[0].metadata.owner_references.as_deref().unwrap_or_default();
         ensure!(
-            owned.len() == 1,
-            "expected 1 ReplicaSet, found {}",
-            owned.len()
-        );
-        let owner = owned[0]
-            .metadata
-            .owner_references
-            .as_deref()
-            .unwrap_or_default();
-        ensure!(
-            owner
-                .iter()
-                .any(|o| o.kind == "Deployment" && o.name == "web"),
+            owner.iter().any(|o| o.kind == "Deployment" && o.name == "web"),
             "ReplicaSet not owned by the Deployment"
         );
 
         // kubectl deletes with background propagation: the garbage collector removes ReplicaSet and pods.
-        ns.kubectl(&["delete", "deployment/web", "--wait=true"], None)
-            .await?;
-        wait_until(
-            "ReplicaSets and pods of web to be garbage-collected",
-            WAIT,
-            || async {
-                let (r, p) = (
-                    rs.list(&lp).await?.items.len(),
-                    pods.list(&lp).await?.items.len(),
-                );
-                if r == 0 && p == 0 {
-                    Ok(Some(()))
-                } else {
-                    anyhow::bail!("{r} ReplicaSets, {p} pods left")
-                }
-            },
-        )
+        ns.kubectl(&["delete", "deployment/web", "--wait=true"], None).await?;
+        wait_until("ReplicaSets and pods of web to be garbage-collected", WAIT, || async {
+            let (r, p) = (rs.list(&lp).await?.items.len(), pods.list(&lp).await?.items.len());
+            if r == 0 && p == 0 { Ok(Some(())) } else { anyhow::bail!("{r} ReplicaSets, {p} pods left") }
+        })
         .await
     })
     .await
@@ -246,24 +200,14 @@ async fn deleted_namespaces_are_finalised() -> anyhow::Result<()> {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {name}}}\ndata: {{k: v}}\n"
     );
     e2e::run_kubectl(cluster, None, &["apply", "-f", "-"], Some(&yaml)).await?;
-    e2e::run_kubectl(
-        cluster,
-        None,
-        &["delete", "namespace", &name, "--wait=false"],
-        None,
-    )
-    .await?;
+    e2e::run_kubectl(cluster, None, &["delete", "namespace", &name, "--wait=false"], None).await?;
     let namespaces: Api<Namespace> = Api::all(client);
-    wait_until(
-        "the namespace controller to finalise the namespace",
-        WAIT,
-        || async {
-            match namespaces.get_opt(&name).await? {
-                None => Ok(Some(())),
-                Some(ns) => anyhow::bail!("phase {:?}", ns.status.and_then(|s| s.phase)),
-            }
-        },
-    )
+    wait_until("the namespace controller to finalise the namespace", WAIT, || async {
+        match namespaces.get_opt(&name).await? {
+            None => Ok(Some(())),
+            Some(ns) => anyhow::bail!("phase {:?}", ns.status.and_then(|s| s.phase)),
+        }
+    })
     .await
 }
 
@@ -289,43 +233,12 @@ async fn helm_installs_and_uninstalls_a_chart() -> anyhow::Result<()> {
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         let result = async {
             helm(s(&["create", "demo"])).await?;
-            helm(s(&[
-                "install",
-                "demo",
-                "./demo",
-                "-n",
-                &ns.name,
-                "--wait",
-                "--timeout",
-                "60s",
-            ]))
-            .await?;
-            let ready = ns
-                .kubectl(
-                    &[
-                        "get",
-                        "deployment",
-                        "demo",
-                        "-o",
-                        "jsonpath={.status.readyReplicas}",
-                    ],
-                    None,
-                )
-                .await?;
+            helm(s(&["install", "demo", "./demo", "-n", &ns.name, "--wait", "--timeout", "60s"])).await?;
+            let ready =
+                ns.kubectl(&["get", "deployment", "demo", "-o", "jsonpath={.status.readyReplicas}"], None).await?;
             ensure!(ready == "1", "readyReplicas={ready:?}");
-            helm(s(&[
-                "uninstall",
-                "demo",
-                "-n",
-                &ns.name,
-                "--wait",
-                "--timeout",
-                "60s",
-            ]))
-            .await?;
-            let left = ns
-                .kubectl(&["get", "deployments,services", "-o", "name"], None)
-                .await?;
+            helm(s(&["uninstall", "demo", "-n", &ns.name, "--wait", "--timeout", "60s"])).await?;
+            let left = ns.kubectl(&["get", "deployments,services", "-o", "name"], None).await?;
             ensure!(left.trim().is_empty(), "left after uninstall: {left}");
             Ok(())
         }

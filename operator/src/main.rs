@@ -98,4 +98,3 @@ async fn main() -> anyhow::Result<()> {
     let _ = http.await;
     result.context("the operator stopped")
 }
-

@@ -27,7 +27,12 @@ pub enum Outcome<'a> {
 
 /// The status for `cr`, given the Deployment as last seen and the outcome. Timestamps of
 /// conditions whose status did not flip are kept from the current status.
-pub fn compute(cr: &OtlpCollector, deployment: Option<&Deployment>, outcome: &Outcome<'_>, now: Timestamp) -> OtlpCollectorStatus {
+pub fn compute(
+    cr: &OtlpCollector,
+    deployment: Option<&Deployment>,
+    outcome: &Outcome<'_>,
+    now: Timestamp,
+) -> OtlpCollectorStatus {
     let old = cr.status.clone().unwrap_or_default();
     let generation = cr.metadata.generation;
     let cond = |type_: &str, ok: bool, reason: &str, message: String| Condition {
@@ -62,8 +67,18 @@ pub fn compute(cr: &OtlpCollector, deployment: Option<&Deployment>, outcome: &Ou
     conditions.push(cond(
         PROGRESSING,
         progressing,
-        if deployment.is_none() { "Creating" } else if progressing { "RollingOut" } else { "Stable" },
-        if progressing { "waiting for the Deployment to roll out".into() } else { "the Deployment is rolled out".into() },
+        if deployment.is_none() {
+            "Creating"
+        } else if progressing {
+            "RollingOut"
+        } else {
+            "Stable"
+        },
+        if progressing {
+            "waiting for the Deployment to roll out".into()
+        } else {
+            "the Deployment is rolled out".into()
+        },
     ));
     match outcome {
         Outcome::Applied(_) => conditions.push(cond(DEGRADED, false, "AsExpected", "every child is applied".into())),
@@ -84,12 +99,17 @@ pub fn compute(cr: &OtlpCollector, deployment: Option<&Deployment>, outcome: &Ou
     };
     let cert_condition = match (cr.spec.tls.mode, outcome) {
         (TlsMode::Disabled, _) => Some(cond(CERTIFICATE_READY, true, "TLSDisabled", "TLS is disabled".into())),
-        (_, Outcome::Invalid(e @ SpecError::Secret { .. })) => Some(cond(CERTIFICATE_READY, false, e.reason(), e.to_string())),
+        (_, Outcome::Invalid(e @ SpecError::Secret { .. })) => {
+            Some(cond(CERTIFICATE_READY, false, e.reason(), e.to_string()))
+        }
         (_, Outcome::Applied(Desired { certificate: Some(c), .. })) => Some(cond(
             CERTIFICATE_READY,
             true,
             "Issued",
-            format!("serving certificate in Secret {} valid until {}, renewed at {}", c.secret_name, c.not_after.0, c.renew_at.0),
+            format!(
+                "serving certificate in Secret {} valid until {}, renewed at {}",
+                c.secret_name, c.not_after.0, c.renew_at.0
+            ),
         )),
         _ => None,
     };
@@ -159,7 +179,8 @@ mod tests {
     }
 
     fn deployment(want: i32, ready: i32) -> Deployment {
-        let mut d = Deployment { spec: DeploymentSpec { replicas: Some(want), ..Default::default() }, ..Default::default() };
+        let mut d =
+            Deployment { spec: DeploymentSpec { replicas: Some(want), ..Default::default() }, ..Default::default() };
         d.metadata.generation = Some(1);
         d.status = Some(DeploymentStatus {
             observed_generation: Some(1),
@@ -186,7 +207,10 @@ mod tests {
         let s = compute(&cr, Some(&deployment(2, 2)), &Outcome::Applied(&d), t(0));
         assert_eq!((s.ready.as_deref(), s.phase), (Some("2/2"), Some(Phase::Running)));
         assert_eq!((s.replicas, s.ready_replicas), (2, 2));
-        assert_eq!(s.selector.as_deref(), Some("app.kubernetes.io/instance=edge,app.kubernetes.io/name=otlp-collector"));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("app.kubernetes.io/instance=edge,app.kubernetes.io/name=otlp-collector")
+        );
         assert_eq!(get(&s, CERTIFICATE_READY).status, "True");
         assert_eq!(get(&s, CONFIG_VALID).status, "True");
         assert_eq!(get(&s, DEGRADED).status, "False");

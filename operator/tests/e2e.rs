@@ -40,9 +40,18 @@ fn verify_serving_cert(cert_pem: &str, ca_pem: &str, dns: &str) -> anyhow::Resul
     let anchor = webpki::anchor_from_trusted_cert(&ca).map_err(|e| anyhow::anyhow!("{e}"))?;
     let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes())?;
     let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| anyhow::anyhow!("{e}"))?;
-    ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &[anchor], &[], UnixTime::now(), webpki::KeyUsage::server_auth(), None, None)
-        .map_err(|e| anyhow::anyhow!("chain: {e}"))?;
-    ee.verify_is_valid_for_subject_name(&ServerName::try_from(dns.to_owned())?).map_err(|e| anyhow::anyhow!("{dns}: {e}"))?;
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[],
+        UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("chain: {e}"))?;
+    ee.verify_is_valid_for_subject_name(&ServerName::try_from(dns.to_owned())?)
+        .map_err(|e| anyhow::anyhow!("{dns}: {e}"))?;
     Ok(())
 }
 
@@ -60,7 +69,12 @@ async fn child_versions(ns: &TestNs) -> anyhow::Result<Vec<(String, String)>> {
             for o in Api::<$k>::namespaced(ns.client.clone(), &ns.name).list_metadata($lp).await? {
                 let kind = <$k as Resource>::kind(&());
                 let version = if kind == "HorizontalPodAutoscaler" {
-                    let ours = o.metadata.managed_fields.unwrap_or_default().into_iter().filter(|m| m.manager.as_deref() == Some("otlp-operator"));
+                    let ours = o
+                        .metadata
+                        .managed_fields
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|m| m.manager.as_deref() == Some("otlp-operator"));
                     ours.map(|m| format!("{:?} {:?}", m.time, m.fields_v1)).collect::<Vec<_>>().join(";")
                 } else {
                     o.metadata.resource_version.unwrap_or_default()
@@ -135,17 +149,29 @@ async fn the_issue_manifest_becomes_a_ready_mtls_fleet_and_a_restart_changes_not
         let ca: Secret = get(&ns, "edge-ca").await?.context("ca secret")?;
         let ca_pem = secret_str(&ca, "tls.crt")?;
         ensure!(secret_str(&tls, "ca.crt")? == ca_pem);
-        for host in ["edge-collector", "edge-collector.{ns}", "edge-collector.{ns}.svc", "edge-collector.{ns}.svc.cluster.local", "edge-collector-headless.{ns}.svc"] {
+        for host in [
+            "edge-collector",
+            "edge-collector.{ns}",
+            "edge-collector.{ns}.svc",
+            "edge-collector.{ns}.svc.cluster.local",
+            "edge-collector-headless.{ns}.svc",
+        ] {
             verify_serving_cert(&secret_str(&tls, "tls.crt")?, &ca_pem, &host.replace("{ns}", &ns.name))?;
         }
         let reasons: Vec<String> = events(&ns).await?.into_iter().filter_map(|e| e.reason).collect();
-        ensure!(reasons.contains(&"Created".into()) && reasons.contains(&"CertificateIssued".into()), "events {reasons:?}");
+        ensure!(
+            reasons.contains(&"Created".into()) && reasons.contains(&"CertificateIssued".into()),
+            "events {reasons:?}"
+        );
 
         // A restart reconciles again and changes nothing.
         let before = child_versions(&ns).await?;
         op.stop().await?;
         let op = Operator::start(&ns, "op-b");
-        wait_until("the restarted operator to reconcile", WAIT, || async { Ok((op.reconciles() >= 1 && op.is_leader()).then_some(())) }).await?;
+        wait_until("the restarted operator to reconcile", WAIT, || async {
+            Ok((op.reconciles() >= 1 && op.is_leader()).then_some(()))
+        })
+        .await?;
         op.wait_quiet().await?;
         let after = child_versions(&ns).await?;
         ensure!(before == after, "a restart changed objects:\nbefore {before:?}\nafter  {after:?}");
@@ -176,7 +202,8 @@ async fn pod_filesystem(ns: &TestNs, deployment: &Deployment, root: &Path) -> an
     let pod = deployment.spec.template.spec.as_ref().context("pod spec")?;
     let container = pod.containers.first().context("container")?;
     for mount in container.volume_mounts.as_deref().unwrap_or_default() {
-        let volume = pod.volumes.as_deref().unwrap_or_default().iter().find(|v| v.name == mount.name).context("volume")?;
+        let volume =
+            pod.volumes.as_deref().unwrap_or_default().iter().find(|v| v.name == mount.name).context("volume")?;
         let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &volume.config_map {
             let cm: ConfigMap = get(ns, &cm.name).await?.with_context(|| format!("configmap {}", cm.name))?;
             cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
@@ -197,7 +224,8 @@ async fn pod_filesystem(ns: &TestNs, deployment: &Deployment, root: &Path) -> an
 /// A client certificate (URI SAN, clientAuth) signed by the CA in the operator's CA Secret.
 fn client_cert(ca: &Secret, uri: &str) -> anyhow::Result<(String, String)> {
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType};
-    let issuer = Issuer::from_ca_cert_pem(&secret_str(ca, "tls.crt")?, KeyPair::from_pem(&secret_str(ca, "tls.key")?)?)?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&secret_str(ca, "tls.crt")?, KeyPair::from_pem(&secret_str(ca, "tls.key")?)?)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, "checkout");
     params.subject_alt_names.push(SanType::URI(uri.try_into()?));
@@ -213,7 +241,12 @@ fn client_cert(ca: &Secret, uri: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// A TLS channel to `addr` that trusts `ca_pem` and expects the certificate to be valid for `dns`.
-async fn mtls_channel(addr: std::net::SocketAddr, ca_pem: &str, dns: &str, identity: Option<&(String, String)>) -> anyhow::Result<Channel> {
+async fn mtls_channel(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    dns: &str,
+    identity: Option<&(String, String)>,
+) -> anyhow::Result<Channel> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(dns);
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
@@ -233,7 +266,10 @@ fn spans(n: u8) -> ExportTraceServiceRequest {
         })
         .collect();
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }], ..ResourceSpans::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        }],
     }
 }
 
@@ -243,13 +279,18 @@ fn accepted_spans(collector: &otlp_collector::Collector) -> f64 {
         .metrics
         .encode()
         .lines()
-        .filter(|l| l.starts_with("otlp_receiver_accepted_items_total{") && l.contains("signal=\"traces\"") && l.contains("transport=\"grpc\""))
+        .filter(|l| {
+            l.starts_with("otlp_receiver_accepted_items_total{")
+                && l.contains("signal=\"traces\"")
+                && l.contains("transport=\"grpc\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
 #[tokio::test]
-async fn a_collector_started_from_what_the_operator_wrote_accepts_an_mtls_client_of_the_same_ca() -> anyhow::Result<()> {
+async fn a_collector_started_from_what_the_operator_wrote_accepts_an_mtls_client_of_the_same_ca() -> anyhow::Result<()>
+{
     with_temp_ns("op-mtls", |ns| async move {
         install_crd(&ns).await?;
         let op = Operator::start(&ns, "op-a");
@@ -262,7 +303,8 @@ async fn a_collector_started_from_what_the_operator_wrote_accepts_an_mtls_client
         let d: Deployment = get(&ns, "edge-collector").await?.context("deployment")?;
         let config_path = pod_filesystem(&ns, &d, root.path()).await?;
         let in_root = |p: &str| root.path().join(p.trim_start_matches('/')).display().to_string();
-        let yaml = std::fs::read_to_string(in_root(&config_path)).with_context(|| format!("the --config file {config_path}"))?;
+        let yaml = std::fs::read_to_string(in_root(&config_path))
+            .with_context(|| format!("the --config file {config_path}"))?;
 
         // The operator's config as written; only what a pod's network and root differ in changes.
         let mut config = otlp_collector::config::Config::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -283,11 +325,21 @@ async fn a_collector_started_from_what_the_operator_wrote_accepts_an_mtls_client
         let result = async {
             // A client whose certificate the operator's CA issued, dialling a Service DNS name.
             let me = client_cert(&ca, &format!("spiffe://cluster.local/ns/{}/sa/checkout", ns.name))?;
-            for dns in [format!("edge-collector.{}.svc", ns.name), format!("edge-collector-headless.{}.svc.cluster.local", ns.name)] {
+            for dns in [
+                format!("edge-collector.{}.svc", ns.name),
+                format!("edge-collector-headless.{}.svc.cluster.local", ns.name),
+            ] {
                 verify_serving_cert(&secret_str(&tls_secret, "tls.crt")?, &ca_pem, &dns)?;
-                let mut client = TraceServiceClient::new(mtls_channel(addr, &ca_pem, &dns, Some(&me)).await.with_context(|| format!("connecting as {dns}"))?);
+                let mut client = TraceServiceClient::new(
+                    mtls_channel(addr, &ca_pem, &dns, Some(&me))
+                        .await
+                        .with_context(|| format!("connecting as {dns}"))?,
+                );
                 let response = client.export(spans(3)).await.with_context(|| format!("export via {dns}"))?.into_inner();
-                ensure!(response.partial_success.as_ref().is_none_or(|p| p.rejected_spans == 0), "partial success: {response:?}");
+                ensure!(
+                    response.partial_success.as_ref().is_none_or(|p| p.rejected_spans == 0),
+                    "partial success: {response:?}"
+                );
             }
             ensure!(accepted_spans(&collector) == 6.0, "accepted spans:\n{}", collector.metrics.encode());
 
@@ -320,18 +372,42 @@ async fn kubectl_scale_and_the_hpa_set_replicas_and_the_operator_does_not_fight_
         install_crd(&ns).await?;
         let op = Operator::start(&ns, "op-a");
         // Without autoscaling first: kubectl scale goes through the scale subresource.
-        let plain = manifest(&ns.name).replace("  autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilization: 70}\n", "");
+        let plain = manifest(&ns.name)
+            .replace("  autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilization: 70}\n", "");
         ns.kubectl(&["apply", "-f", "-"], Some(&plain)).await?;
         wait_ready(&ns, "edge", "2/2").await?;
         ns.kubectl(&["scale", "otlpc", "edge", "--replicas=3"], None).await?;
         wait_ready(&ns, "edge", "3/3").await?;
         ensure!(deployment_replicas(&ns).await? == Some(3));
-        let scale = ns.kubectl(&["get", "--raw", &format!("/apis/otlpfleet.dev/v1alpha1/namespaces/{}/otlpcollectors/edge/scale", ns.name)], None).await?;
-        ensure!(scale.contains("\"replicas\":3") && scale.contains("app.kubernetes.io/instance=edge"), "scale subresource: {scale}");
+        let scale = ns
+            .kubectl(
+                &[
+                    "get",
+                    "--raw",
+                    &format!("/apis/otlpfleet.dev/v1alpha1/namespaces/{}/otlpcollectors/edge/scale", ns.name),
+                ],
+                None,
+            )
+            .await?;
+        ensure!(
+            scale.contains("\"replicas\":3") && scale.contains("app.kubernetes.io/instance=edge"),
+            "scale subresource: {scale}"
+        );
 
         // With autoscaling, the HPA owns spec.replicas: raising minReplicas makes it scale the
         // OtlpCollector (not the Deployment) and the operator follows.
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"autoscaling":{"minReplicas":4,"maxReplicas":6,"targetCPUUtilization":70}}}"#], None).await?;
+        ns.kubectl(
+            &[
+                "patch",
+                "otlpc",
+                "edge",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"autoscaling":{"minReplicas":4,"maxReplicas":6,"targetCPUUtilization":70}}}"#,
+            ],
+            None,
+        )
+        .await?;
         wait_until("the HPA to scale the OtlpCollector to 4", Duration::from_secs(90), || async {
             let cr: Option<OtlpCollector> = get(&ns, "edge").await?;
             Ok((cr.map(|c| c.spec.replicas) == Some(4)).then_some(()))
@@ -340,7 +416,11 @@ async fn kubectl_scale_and_the_hpa_set_replicas_and_the_operator_does_not_fight_
         wait_ready(&ns, "edge", "4/4").await?;
         ensure!(deployment_replicas(&ns).await? == Some(4));
         // A reconcile (spec change elsewhere) keeps what the HPA decided.
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxConnections":5000}}}"#], None).await?;
+        ns.kubectl(
+            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxConnections":5000}}}"#],
+            None,
+        )
+        .await?;
         op.wait_quiet().await?;
         ensure!(deployment_replicas(&ns).await? == Some(4), "the operator overwrote the HPA's replicas");
         let cr: OtlpCollector = get(&ns, "edge").await?.context("cr")?;
@@ -361,22 +441,41 @@ async fn spec_changes_update_children_and_what_no_longer_belongs_is_pruned() -> 
 
         // A change the collector hot-reloads updates the ConfigMap and does not restart pods.
         let template_before = restart_hash(&ns).await?;
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"memoryLimitMiB":1024}}}"#], None).await?;
+        ns.kubectl(
+            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"memoryLimitMiB":1024}}}"#],
+            None,
+        )
+        .await?;
         wait_config(&ns, "memory_limit_mib: 1024").await?;
         op.wait_quiet().await?;
         ensure!(restart_hash(&ns).await? == template_before, "a hot-reloadable change touched the pod template");
-        ensure!(ns.kubectl(&["get", "pods", "-o", "name"], None).await? == pods_before, "a config change restarted pods");
+        ensure!(
+            ns.kubectl(&["get", "pods", "-o", "name"], None).await? == pods_before,
+            "a config change restarted pods"
+        );
         // A listener setting (the collector keeps its listeners on reload) rolls the pods instead.
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxMessageBytes":1048576}}}"#], None).await?;
+        ns.kubectl(
+            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxMessageBytes":1048576}}}"#],
+            None,
+        )
+        .await?;
         wait_config(&ns, "max_message_bytes: 1048576").await?;
-        wait_until("the pod template to change", WAIT, || async { Ok((restart_hash(&ns).await? != template_before).then_some(())) }).await?;
+        wait_until("the pod template to change", WAIT, || async {
+            Ok((restart_hash(&ns).await? != template_before).then_some(()))
+        })
+        .await?;
 
         // Autoscaling off: the HPA goes. TLS off: the certificate Secrets go.
         ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"autoscaling":null}}"#], None).await?;
-        wait_until("the HPA to be pruned", WAIT, || async { Ok(get::<HorizontalPodAutoscaler>(&ns, "edge-collector").await?.is_none().then_some(())) }).await?;
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"tls":{"mode":"Disabled"}}}"#], None).await?;
+        wait_until("the HPA to be pruned", WAIT, || async {
+            Ok(get::<HorizontalPodAutoscaler>(&ns, "edge-collector").await?.is_none().then_some(()))
+        })
+        .await?;
+        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"tls":{"mode":"Disabled"}}}"#], None)
+            .await?;
         wait_until("the TLS secrets to be pruned", WAIT, || async {
-            let gone = get::<Secret>(&ns, "edge-collector-tls").await?.is_none() && get::<Secret>(&ns, "edge-ca").await?.is_none();
+            let gone = get::<Secret>(&ns, "edge-collector-tls").await?.is_none()
+                && get::<Secret>(&ns, "edge-ca").await?.is_none();
             Ok(gone.then_some(()))
         })
         .await?;
@@ -387,7 +486,10 @@ async fn spec_changes_update_children_and_what_no_longer_belongs_is_pruned() -> 
         ensure!(!pod.volumes.unwrap_or_default().iter().any(|v| v.name == "tls"), "the tls volume is gone");
         // replicas 2 without autoscaling still has a PDB; 1 has none.
         ns.kubectl(&["scale", "otlpc", "edge", "--replicas=1"], None).await?;
-        wait_until("the PDB to be pruned", WAIT, || async { Ok(get::<PodDisruptionBudget>(&ns, "edge-collector").await?.is_none().then_some(())) }).await?;
+        wait_until("the PDB to be pruned", WAIT, || async {
+            Ok(get::<PodDisruptionBudget>(&ns, "edge-collector").await?.is_none().then_some(()))
+        })
+        .await?;
 
         // Deleting the OtlpCollector removes every child (owner references).
         ns.kubectl(&["delete", "otlpc", "edge", "--wait=true"], None).await?;
@@ -407,9 +509,18 @@ async fn an_invalid_spec_is_rejected_with_a_readable_message_or_reported_in_stat
         install_crd(&ns).await?;
         let m = manifest(&ns.name);
         for (bad, message) in [
-            (m.replace("minReplicas: 2, maxReplicas: 6", "minReplicas: 7, maxReplicas: 6"), "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas"),
-            (m.replace("{mode: MutualTLS}", "{mode: MutualTLS, validity: 24h, renewBefore: 48h}"), "tls.renewBefore must be shorter than tls.validity"),
-            (m.replace("{mode: MutualTLS}", "{mode: TLS, clientCA: {secretName: x}}"), "tls.clientCA is only used with mode MutualTLS"),
+            (
+                m.replace("minReplicas: 2, maxReplicas: 6", "minReplicas: 7, maxReplicas: 6"),
+                "autoscaling.minReplicas must not be greater than autoscaling.maxReplicas",
+            ),
+            (
+                m.replace("{mode: MutualTLS}", "{mode: MutualTLS, validity: 24h, renewBefore: 48h}"),
+                "tls.renewBefore must be shorter than tls.validity",
+            ),
+            (
+                m.replace("{mode: MutualTLS}", "{mode: TLS, clientCA: {secretName: x}}"),
+                "tls.clientCA is only used with mode MutualTLS",
+            ),
             (m.replace("{mode: MutualTLS}", "{mode: Mutual}"), "Unsupported value: \"Mutual\""),
             (m.replace("targetCPUUtilization: 70", "targetCPUUtilization: 170"), "should be less than or equal to 100"),
         ] {
@@ -423,11 +534,19 @@ async fn an_invalid_spec_is_rejected_with_a_readable_message_or_reported_in_stat
         let op = Operator::start(&ns, "op-a");
         ns.kubectl(&["apply", "-f", "-"], Some(&m)).await?;
         wait_ready(&ns, "edge", "2/2").await?;
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"exporter":{"endpoint":"tempo:4317"}}}"#], None).await?;
+        ns.kubectl(
+            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"exporter":{"endpoint":"tempo:4317"}}}"#],
+            None,
+        )
+        .await?;
         let cr = wait_until("ConfigValid=False", WAIT, || async {
             let cr: Option<OtlpCollector> = get(&ns, "edge").await?;
             let invalid = cr.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| {
-                s.conditions.iter().any(|c| c.type_ == "ConfigValid" && c.status == "False" && c.observed_generation == cr.as_ref().and_then(|c| c.metadata.generation))
+                s.conditions.iter().any(|c| {
+                    c.type_ == "ConfigValid"
+                        && c.status == "False"
+                        && c.observed_generation == cr.as_ref().and_then(|c| c.metadata.generation)
+                })
             });
             Ok(if invalid { cr } else { None })
         })
@@ -439,7 +558,10 @@ async fn an_invalid_spec_is_rejected_with_a_readable_message_or_reported_in_stat
         let c = columns(&ns, "edge").await?;
         ensure!(c[2] == "Degraded", "columns {c:?}");
         let cm: ConfigMap = get(&ns, "edge-collector").await?.context("configmap")?;
-        ensure!(!cm.data.unwrap_or_default().get("collector.yaml").is_some_and(|y| y.contains("tempo")), "the running fleet was left untouched");
+        ensure!(
+            !cm.data.unwrap_or_default().get("collector.yaml").is_some_and(|y| y.contains("tempo")),
+            "the running fleet was left untouched"
+        );
         wait_until("an InvalidSpec event", WAIT, || async {
             Ok(events(&ns).await?.iter().any(|e| e.reason.as_deref() == Some("InvalidSpec")).then_some(()))
         })
@@ -447,7 +569,18 @@ async fn an_invalid_spec_is_rejected_with_a_readable_message_or_reported_in_stat
         let failures = op.metrics.encode();
         ensure!(failures.contains("error=\"invalid_spec\""), "failures metric: {failures}");
         // Fixing the spec recovers.
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"exporter":{"endpoint":"http://tempo:4317"}}}"#], None).await?;
+        ns.kubectl(
+            &[
+                "patch",
+                "otlpc",
+                "edge",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"exporter":{"endpoint":"http://tempo:4317"}}}"#,
+            ],
+            None,
+        )
+        .await?;
         wait_ready(&ns, "edge", "2/2").await?;
         op.stop().await
     })
@@ -472,7 +605,8 @@ async fn with_two_operators_only_the_leader_writes_and_the_other_takes_over() ->
             .filter_map(|e| e.reporting_instance)
             .collect();
         ensure!(!instances.is_empty() && instances.iter().all(|i| i == "op-a"), "events from {instances:?}");
-        let holder = ns.kubectl(&["get", "lease", "otlp-operator", "-o", "jsonpath={.spec.holderIdentity}"], None).await?;
+        let holder =
+            ns.kubectl(&["get", "lease", "otlp-operator", "-o", "jsonpath={.spec.holderIdentity}"], None).await?;
         ensure!(holder == "op-a", "lease holder {holder}");
 
         // The leader goes away; the follower takes the Lease and reconciles the next change.

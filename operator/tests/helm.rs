@@ -23,7 +23,8 @@ async fn helm(ns: &TestNs, args: &[&str]) -> anyhow::Result<String> {
 /// A client that acts as `system:serviceaccount:<ns>:<sa>`.
 async fn impersonating(ns: &TestNs, sa: &str) -> anyhow::Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(ns.cluster.kubeconfig())?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{}:{sa}", ns.name));
     Ok(kube::Client::try_from(config)?)
 }
@@ -53,10 +54,30 @@ async fn helm_install_creates_the_crd_and_an_operator_whose_rbac_suffices() -> a
             let pod = d.spec.template.spec.context("pod spec")?;
             ensure!(pod.service_account_name.as_deref() == Some(release.as_str()));
             let c = pod.containers.first().context("container")?;
-            ensure!(c.image.as_deref() == Some(&*format!("ghcr.io/otlp-fleet/otlp-operator:{}", otlp_operator::VERSION)), "image {:?}", c.image);
-            ensure!(c.args.as_deref().is_some_and(|a| a.first().map(String::as_str) == Some("run")), "args {:?}", c.args);
+            ensure!(
+                c.image.as_deref() == Some(&*format!("ghcr.io/otlp-fleet/otlp-operator:{}", otlp_operator::VERSION)),
+                "image {:?}",
+                c.image
+            );
+            ensure!(
+                c.args.as_deref().is_some_and(|a| a.first().map(String::as_str) == Some("run")),
+                "args {:?}",
+                c.args
+            );
             ensure!(get::<Service>(&ns, &format!("{release}-metrics")).await?.is_some(), "metrics service");
-            let pods = ns.kubectl(&["get", "pods", "-l", &format!("app.kubernetes.io/instance={release}"), "-o", "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}"], None).await?;
+            let pods = ns
+                .kubectl(
+                    &[
+                        "get",
+                        "pods",
+                        "-l",
+                        &format!("app.kubernetes.io/instance={release}"),
+                        "-o",
+                        "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+                    ],
+                    None,
+                )
+                .await?;
             ensure!(pods.split_whitespace().filter(|s| *s == "True").count() == 2, "pod Ready conditions: {pods}");
 
             // The chart's RBAC is enough: the operator, acting as the chart's ServiceAccount, takes its
@@ -66,9 +87,15 @@ async fn helm_install_creates_the_crd_and_an_operator_whose_rbac_suffices() -> a
             ns.kubectl(&["apply", "-f", "-"], Some(&manifest(&ns.name))).await?;
             wait_ready(&ns, "edge", "2/2").await?;
             wait_until("the operator to lead", WAIT, || async { Ok(op.is_leader().then_some(())) }).await?;
-            ensure!(get::<ConfigMap>(&ns, "edge-collector").await?.is_some() && get::<Secret>(&ns, "edge-collector-tls").await?.is_some());
+            ensure!(
+                get::<ConfigMap>(&ns, "edge-collector").await?.is_some()
+                    && get::<Secret>(&ns, "edge-collector-tls").await?.is_some()
+            );
             let failures = op.metrics.encode();
-            ensure!(!failures.contains("forbidden") && !failures.contains("error=\"kube_api\""), "failures: {failures}");
+            ensure!(
+                !failures.contains("forbidden") && !failures.contains("error=\"kube_api\""),
+                "failures: {failures}"
+            );
             let events = ns.kubectl(&["get", "events", "--field-selector=reason=Created", "-o", "name"], None).await?;
             ensure!(!events.trim().is_empty(), "the operator's Events were not written");
             op.stop().await

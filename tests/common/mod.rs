@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use otlp_collector::Collector;
 use otlp_collector::config::Config;
 use otlp_collector::exporter::otlp::RawCodec;
 use otlp_collector::signal::{Payload, Signal};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tempfile::TempDir;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
@@ -245,7 +245,9 @@ pub fn span_numbers(payloads: &[Payload]) -> Vec<u64> {
         .collect()
 }
 
-pub async fn trace_client(url: &str) -> opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<Channel> {
+pub async fn trace_client(
+    url: &str,
+) -> opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient<Channel> {
     opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(url.to_owned())
         .await
         .expect("connect")

@@ -71,7 +71,8 @@ impl OtlpExporter {
         request.set_timeout(self.timeout);
         *request.metadata_mut() = self.headers.clone();
         let path = PathAndQuery::from_static(payload.signal().grpc_path());
-        let response = grpc.unary(request, path, RawCodec::default()).await.map_err(|s| classify(&self.endpoint, &s))?;
+        let response =
+            grpc.unary(request, path, RawCodec::default()).await.map_err(|s| classify(&self.endpoint, &s))?;
         match response.into_inner().partial_success {
             Some(p) if p.rejected_spans > 0 => Err(ExportError::permanent(
                 "rejected_by_peer",
@@ -103,7 +104,12 @@ fn client_tls(config: Option<&ClientTlsConfig>) -> anyhow::Result<tonic::transpo
 pub fn classify(endpoint: &str, status: &Status) -> ExportError {
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     let retryable = match status.code() {
-        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::DataLoss => true,
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss => true,
         Code::ResourceExhausted => retry_after.is_some(),
         _ => false,
     };

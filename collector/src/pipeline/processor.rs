@@ -14,7 +14,10 @@ pub enum Processor {
     Attributes(Vec<AttributeAction>),
     /// Edits resource attributes.
     Resource(Vec<AttributeAction>),
-    Filter { config: FilterConfig, dropped: Counter },
+    Filter {
+        config: FilterConfig,
+        dropped: Counter,
+    },
 }
 
 impl Processor {
@@ -63,9 +66,15 @@ pub fn edit(attrs: &mut Vec<KeyValue>, actions: &[AttributeAction]) {
 
 fn for_each_resource(payload: &mut Payload, mut f: impl FnMut(&mut Vec<KeyValue>)) {
     match payload {
-        Payload::Traces(v) => v.iter_mut().for_each(|r| f(&mut r.resource.get_or_insert_with(Default::default).attributes)),
-        Payload::Metrics(v) => v.iter_mut().for_each(|r| f(&mut r.resource.get_or_insert_with(Default::default).attributes)),
-        Payload::Logs(v) => v.iter_mut().for_each(|r| f(&mut r.resource.get_or_insert_with(Default::default).attributes)),
+        Payload::Traces(v) => {
+            v.iter_mut().for_each(|r| f(&mut r.resource.get_or_insert_with(Default::default).attributes))
+        }
+        Payload::Metrics(v) => {
+            v.iter_mut().for_each(|r| f(&mut r.resource.get_or_insert_with(Default::default).attributes))
+        }
+        Payload::Logs(v) => {
+            v.iter_mut().for_each(|r| f(&mut r.resource.get_or_insert_with(Default::default).attributes))
+        }
     }
 }
 
@@ -79,14 +88,14 @@ fn for_each_item_attributes(payload: &mut Payload, mut f: impl FnMut(&mut Vec<Ke
             .flat_map(|r| &mut r.scope_logs)
             .flat_map(|s| &mut s.log_records)
             .for_each(|l| f(&mut l.attributes)),
-        Payload::Metrics(v) => v
-            .iter_mut()
-            .flat_map(|r| &mut r.scope_metrics)
-            .flat_map(|s| &mut s.metrics)
-            .for_each(|m| retain_points(&mut m.data, |attrs| {
-                f(attrs);
-                true
-            })),
+        Payload::Metrics(v) => {
+            v.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics).for_each(|m| {
+                retain_points(&mut m.data, |attrs| {
+                    f(attrs);
+                    true
+                })
+            })
+        }
     }
 }
 

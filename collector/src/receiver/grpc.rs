@@ -2,11 +2,15 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use otlp_fleet::codec::Decoded;
 use otlp_fleet::otlp::logs::logs_service_server::{LogsService, LogsServiceServer};
 use otlp_fleet::otlp::metrics::metrics_service_server::{MetricsService, MetricsServiceServer};
@@ -36,11 +40,19 @@ pub fn status(rejection: &Rejection) -> Status {
         Rejection::RateLimited(_, wait) => {
             // Round up to whole milliseconds so a client never retries too early.
             let wait = Duration::from_millis(wait.as_millis() as u64 + 1);
-            Status::with_error_details(Code::ResourceExhausted, rejection.to_string(), ErrorDetails::with_retry_info(Some(wait)))
+            Status::with_error_details(
+                Code::ResourceExhausted,
+                rejection.to_string(),
+                ErrorDetails::with_retry_info(Some(wait)),
+            )
         }
         Rejection::Refused(r) => {
             let code = if *r == Refusal::ShuttingDown { Code::Unavailable } else { Code::ResourceExhausted };
-            Status::with_error_details(code, format!("{r}, retry later"), ErrorDetails::with_retry_info(Some(RETRY_AFTER)))
+            Status::with_error_details(
+                code,
+                format!("{r}, retry later"),
+                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            )
         }
     }
 }
@@ -99,7 +111,7 @@ impl TraceService for OtlpGrpc {
         let a = self.handle(Signal::Traces, request).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (a.rejected > 0)
-                .then(|| ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
+                .then_some(ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
         }))
     }
 }
@@ -113,7 +125,7 @@ impl MetricsService for OtlpGrpc {
         let a = self.handle(Signal::Metrics, request).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: (a.rejected > 0)
-                .then(|| ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
+                .then_some(ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
         }))
     }
 }
@@ -127,7 +139,7 @@ impl LogsService for OtlpGrpc {
         let a = self.handle(Signal::Logs, request).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (a.rejected > 0)
-                .then(|| ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
+                .then_some(ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
         }))
     }
 }

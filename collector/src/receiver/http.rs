@@ -12,11 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tokio::time::Instant;
 
@@ -146,7 +150,9 @@ async fn handle(
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let body = match encoding {
         "identity" | "" => raw,
-        "gzip" => inflate(flate2::read::GzDecoder::new(&raw[..]), limit).map_err(|e| e.map_or_else(too_large, invalid))?,
+        "gzip" => {
+            inflate(flate2::read::GzDecoder::new(&raw[..]), limit).map_err(|e| e.map_or_else(too_large, invalid))?
+        }
         "zstd" => {
             let decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| invalid(format!("zstd: {e}")))?;
             inflate(decoder, limit).map_err(|e| e.map_or_else(too_large, invalid))?
@@ -170,7 +176,9 @@ async fn handle(
             Refusal::ShuttingDown.to_string(),
             Some(RETRY_AFTER),
         ),
-        Rejection::Refused(r) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), Some(RETRY_AFTER)),
+        Rejection::Refused(r) => {
+            (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), Some(RETRY_AFTER))
+        }
     })?;
     Ok(respond(signal, format, accepted))
 }
@@ -211,21 +219,23 @@ fn respond(signal: Signal, format: Format, a: Accepted) -> Response {
             format,
             ExportTraceServiceResponse {
                 partial_success: partial
-                    .then(|| ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
+                    .then_some(ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
             },
         ),
         Signal::Metrics => body(
             format,
             ExportMetricsServiceResponse {
-                partial_success: partial
-                    .then(|| ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
+                partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                    rejected_data_points: a.rejected,
+                    error_message: a.message,
+                }),
             },
         ),
         Signal::Logs => body(
             format,
             ExportLogsServiceResponse {
                 partial_success: partial
-                    .then(|| ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
+                    .then_some(ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
             },
         ),
     };

@@ -59,7 +59,13 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(pipelines: Pipelines, tap: Arc<TapHub>, access: Access, limiter: RateLimiter, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pipelines: Pipelines,
+        tap: Arc<TapHub>,
+        access: Access,
+        limiter: RateLimiter,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let m = |s| [metrics.receiver(s, "grpc"), metrics.receiver(s, "http")];
         let per_signal = [m(Signal::Traces), m(Signal::Metrics), m(Signal::Logs)];
         Self { pipelines, tap, access, limiter, metrics: per_signal, shared: metrics }
@@ -96,17 +102,20 @@ impl Ingest {
             m.refused("invalid", rejected.count as u64);
         }
         if payload.is_empty() {
-            return if rejected.count > 0 { Err(Rejection::Invalid(rejected.message())) } else { Ok(Accepted::default()) };
+            return if rejected.count > 0 {
+                Err(Rejection::Invalid(rejected.message()))
+            } else {
+                Ok(Accepted::default())
+            };
         }
         let items = payload.items() as u64;
-        if self.limiter.is_enabled() {
-            if let Err(wait) = self.limiter.check(&identity.0, items as usize) {
+        if self.limiter.is_enabled()
+            && let Err(wait) = self.limiter.check(&identity.0, items as usize) {
                 m.refused("rate_limited", items);
                 self.client_refused(identity, "rate_limited", items as usize);
                 tracing::debug!(client = %identity, %signal, ?wait, "rate limited");
                 return Err(Rejection::RateLimited(identity.0.clone(), wait));
             }
-        }
         self.tap.publish(&payload);
         match self.pipelines.accept(payload, wire_len).await {
             Ok(()) => {

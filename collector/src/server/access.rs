@@ -54,7 +54,10 @@ mod tests {
         Access::new(AccessConfig {
             default,
             rules: vec![
-                AccessRule { identities: vec!["spiffe://prod/ns/shop/*".into()], signals: vec![Signal::Traces, Signal::Metrics] },
+                AccessRule {
+                    identities: vec!["spiffe://prod/ns/shop/*".into()],
+                    signals: vec![Signal::Traces, Signal::Metrics],
+                },
                 AccessRule { identities: vec!["batch.example".into()], signals: vec![] },
             ],
         })

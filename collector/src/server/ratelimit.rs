@@ -81,7 +81,9 @@ impl RateLimiter {
         let now = Instant::now();
         let mut clients = self.clients.lock().expect("rate limiter lock");
         if clients.len() >= MAX_TRACKED && !clients.contains_key(identity) {
-            clients.retain(|_, c| c.requests.is_some_and(|b| b.tokens < b.capacity) || c.items.is_some_and(|b| b.tokens < b.capacity));
+            clients.retain(|_, c| {
+                c.requests.is_some_and(|b| b.tokens < b.capacity) || c.items.is_some_and(|b| b.tokens < b.capacity)
+            });
         }
         let client = clients.entry(identity.to_owned()).or_insert_with(|| Client {
             requests: limit.requests_per_second.map(|r| Bucket::new(r, limit.burst_seconds)),

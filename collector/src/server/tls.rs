@@ -178,7 +178,8 @@ fn build(config: &TlsConfig, files: Vec<Vec<u8>>) -> Result<Material, String> {
         }
         _ => builder.with_no_client_auth(),
     };
-    check_key(&provider, &chain, &key).map_err(|e| format!("{} does not match {}: {e}", config.key_file, config.cert_file))?;
+    check_key(&provider, &chain, &key)
+        .map_err(|e| format!("{} does not match {}: {e}", config.key_file, config.cert_file))?;
     let mut grpc = builder.with_single_cert(chain, key).map_err(|e| format!("{}: {e}", config.cert_file))?;
     let mut http = grpc.clone();
     grpc.alpn_protocols = vec![b"h2".to_vec()];
@@ -186,7 +187,11 @@ fn build(config: &TlsConfig, files: Vec<Vec<u8>>) -> Result<Material, String> {
     Ok(Material { files, grpc: Arc::new(grpc), http: Arc::new(http), not_after })
 }
 
-fn check_key(provider: &CryptoProvider, chain: &[CertificateDer<'static>], key: &PrivateKeyDer<'static>) -> Result<(), String> {
+fn check_key(
+    provider: &CryptoProvider,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), String> {
     let signing = provider.key_provider.load_private_key(key.clone_key()).map_err(|e| e.to_string())?;
     rustls::sign::CertifiedKey::new(chain.to_vec(), signing).keys_match().map_err(|e| e.to_string())
 }

@@ -30,7 +30,12 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "Ready pods / desired pods"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready pods / desired pods"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
     printcolumn(name = "TLS", type_ = "string", json_path = ".spec.tls.mode"),
@@ -391,7 +396,8 @@ mod tests {
         assert_eq!(v["subresources"]["scale"]["statusReplicasPath"], ".status.replicas");
         assert_eq!(v["subresources"]["scale"]["labelSelectorPath"], ".status.selector");
         assert!(v["subresources"]["status"].is_object());
-        let columns: Vec<&str> = v["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let columns: Vec<&str> =
+            v["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(columns, ["Ready", "Phase", "Version", "TLS", "Cert-Expiry", "Age"]);
         let text = crd.to_string();
         for rule in ["self.minReplicas <= self.maxReplicas", "duration(self.renewBefore) < duration(self.validity)"] {

@@ -66,7 +66,8 @@ pub async fn reconcile(cr: Arc<OtlpCollector>, ctx: Arc<Context>) -> Result<Acti
     let deployment = match apply_all(client, &cr, &ns, &uid, &desired).await {
         Ok((deployment, pruned)) => {
             if !pruned.is_empty() {
-                publish(&ctx, &cr, EventType::Normal, "Pruned", "Prune", format!("removed {}", pruned.join(", "))).await;
+                publish(&ctx, &cr, EventType::Normal, "Pruned", "Prune", format!("removed {}", pruned.join(", ")))
+                    .await;
             }
             deployment
         }
@@ -81,7 +82,15 @@ pub async fn reconcile(cr: Arc<OtlpCollector>, ctx: Arc<Context>) -> Result<Acti
         }
     };
     if existing.is_none() {
-        publish(&ctx, &cr, EventType::Normal, "Created", "Apply", format!("created the collector fleet {}", labels::collector(&cr))).await;
+        publish(
+            &ctx,
+            &cr,
+            EventType::Normal,
+            "Created",
+            "Apply",
+            format!("created the collector fleet {}", labels::collector(&cr)),
+        )
+        .await;
     }
     if let (Some(why), Some(cert)) = (&desired.certificate_issued, &desired.certificate) {
         let (reason, note) = match why {
@@ -150,7 +159,13 @@ async fn observe(client: &Client, cr: &OtlpCollector, ns: &str) -> Result<Observ
 
 /// Applies every desired child, then prunes what no longer belongs. Returns the applied
 /// Deployment (with its status) and what was pruned.
-async fn apply_all(client: &Client, cr: &OtlpCollector, ns: &str, uid: &str, d: &Desired) -> Result<(Deployment, Vec<String>)> {
+async fn apply_all(
+    client: &Client,
+    cr: &OtlpCollector,
+    ns: &str,
+    uid: &str,
+    d: &Desired,
+) -> Result<(Deployment, Vec<String>)> {
     // Secrets and config first, so new pods find them.
     for secret in &d.secrets {
         apply::apply(client, secret).await?;
@@ -314,7 +329,13 @@ pub async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, shutdown: Cance
             get(move || {
                 let metrics = metrics.clone();
                 async move {
-                    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
                 }
             }),
         )

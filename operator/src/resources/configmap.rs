@@ -71,7 +71,10 @@ pub fn render(cr: &OtlpCollector) -> Result<Config, SpecError> {
             rules: access
                 .rules
                 .iter()
-                .map(|r| AccessRule { identities: r.identities.clone(), signals: r.signals.iter().map(|s| signal(*s)).collect() })
+                .map(|r| AccessRule {
+                    identities: r.identities.clone(),
+                    signals: r.signals.iter().map(|s| signal(*s)).collect(),
+                })
                 .collect(),
         };
         c.service.rate_limits = RateLimitConfig {
@@ -80,7 +83,9 @@ pub fn render(cr: &OtlpCollector) -> Result<Config, SpecError> {
                 .rules
                 .iter()
                 .filter_map(|r| {
-                    r.rate_limit.as_ref().map(|l| RateLimitOverride { identities: r.identities.clone(), limit: rate_limit(l) })
+                    r.rate_limit
+                        .as_ref()
+                        .map(|l| RateLimitOverride { identities: r.identities.clone(), limit: rate_limit(l) })
                 })
                 .collect(),
         };

@@ -46,7 +46,12 @@ pub fn deployment(cr: &OtlpCollector, replicas: i32, restart_hash: &str) -> Resu
     // A directory mount (never subPath): the kubelet swaps the files atomically and the
     // collector's file watch picks them up without a restart.
     let mut mounts = vec![
-        VolumeMount { name: "config".into(), mount_path: CONFIG_DIR.into(), read_only: Some(true), ..Default::default() },
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
         VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
     ];
     if tls {
@@ -55,7 +60,12 @@ pub fn deployment(cr: &OtlpCollector, replicas: i32, restart_hash: &str) -> Resu
             secret: Some(SecretVolumeSource { secret_name: Some(labels::tls_secret(cr)), ..Default::default() }),
             ..Default::default()
         });
-        mounts.push(VolumeMount { name: "tls".into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..Default::default() });
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
     }
 
     let (readiness, liveness) = probes(cr);
@@ -146,9 +156,13 @@ fn probes(cr: &OtlpCollector) -> (Probe, Probe) {
         })
     };
     match cr.spec.tls.mode {
-        TlsMode::Disabled => (Probe { grpc: grpc("Plaintext"), ..base(5) }, Probe { grpc: grpc("Plaintext"), ..base(10) }),
+        TlsMode::Disabled => {
+            (Probe { grpc: grpc("Plaintext"), ..base(5) }, Probe { grpc: grpc("Plaintext"), ..base(10) })
+        }
         TlsMode::Tls => (Probe { grpc: grpc("TLS"), ..base(5) }, Probe { grpc: grpc("TLS"), ..base(10) }),
-        TlsMode::MutualTLS => (Probe { http_get: http("/readyz"), ..base(5) }, Probe { http_get: http("/healthz"), ..base(10) }),
+        TlsMode::MutualTLS => {
+            (Probe { http_get: http("/readyz"), ..base(5) }, Probe { http_get: http("/healthz"), ..base(10) })
+        }
     }
 }
 

@@ -20,7 +20,11 @@ pub fn hpa(cr: &OtlpCollector) -> Result<Option<HorizontalPodAutoscaler>> {
         type_: "Resource".into(),
         resource: Some(ResourceMetricSource {
             name: name.into(),
-            target: MetricTarget { type_: "Utilization".into(), average_utilization: Some(target), ..Default::default() },
+            target: MetricTarget {
+                type_: "Utilization".into(),
+                average_utilization: Some(target),
+                ..Default::default()
+            },
         }),
         ..Default::default()
     };

@@ -120,11 +120,10 @@ pub fn certificates(cr: &OtlpCollector, observed: &Observed, now: Timestamp) -> 
         None => {
             let not_after = add_secs(now, validity.as_secs(), "tls.validity", &tls.validity)?;
             let before = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
-            let renew_at = not_after
-                .as_second()
-                .checked_sub(before)
-                .and_then(|s| Timestamp::from_second(s).ok())
-                .ok_or_else(|| Error::Spec(SpecError::Duration { field: "tls.renewBefore", value: tls.renew_before.clone() }))?;
+            let renew_at =
+                not_after.as_second().checked_sub(before).and_then(|s| Timestamp::from_second(s).ok()).ok_or_else(
+                    || Error::Spec(SpecError::Duration { field: "tls.renewBefore", value: tls.renew_before.clone() }),
+                )?;
             let (cert, key) = issue_serving(&names, &ca_pem, &ca_key_pem, now, not_after)?;
             let why = match &observed.tls_secret {
                 None => Issued::First,
@@ -149,11 +148,20 @@ pub fn certificates(cr: &OtlpCollector, observed: &Observed, now: Timestamp) -> 
         (labels::ANN_NOT_AFTER.to_owned(), not_after.to_string()),
         (labels::ANN_RENEW_AT.to_owned(), renew_at.to_string()),
     ]));
-    secrets.push(Secret { metadata: meta, type_: Some("kubernetes.io/tls".into()), data: Some(data), ..Secret::default() });
+    secrets.push(Secret {
+        metadata: meta,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(data),
+        ..Secret::default()
+    });
 
     Ok(Certificates {
         secrets,
-        status: CertificateStatus { not_after: Time(not_after), renew_at: Time(renew_at), secret_name: labels::tls_secret(cr) },
+        status: CertificateStatus {
+            not_after: Time(not_after),
+            renew_at: Time(renew_at),
+            secret_name: labels::tls_secret(cr),
+        },
         issued,
     })
 }
@@ -163,7 +171,8 @@ fn missing(name: &str, problem: &str) -> Error {
 }
 
 fn key_str(secret: &Secret, name: &str, key: &str) -> Result<String> {
-    let value = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| missing(name, &format!("has no key `{key}`")))?;
+    let value =
+        secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| missing(name, &format!("has no key `{key}`")))?;
     String::from_utf8(value.0.clone()).map_err(|_| missing(name, &format!("`{key}` is not PEM text")))
 }
 

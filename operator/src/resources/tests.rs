@@ -28,8 +28,16 @@ fn verify(cert_pem: &str, ca_pem: &str, dns: &str, at: Timestamp) -> Result<(), 
     let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
     let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| e.to_string())?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(at.as_second() as u64));
-    ee.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &[anchor], &[], time, webpki::KeyUsage::server_auth(), None, None)
-        .map_err(|e| e.to_string())?;
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[],
+        time,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     ee.verify_is_valid_for_subject_name(&ServerName::try_from(dns.to_owned()).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())
 }
@@ -85,7 +93,11 @@ fn access_rules_rate_limits_and_exporter_are_rendered() {
         rules: vec![AccessRuleSpec {
             identities: vec!["spiffe://prod/*".into()],
             signals: vec![SignalName::Traces],
-            rate_limit: Some(crate::api::RateLimitSpec { requests_per_second: Some(10.0), items_per_second: None, burst_seconds: None }),
+            rate_limit: Some(crate::api::RateLimitSpec {
+                requests_per_second: Some(10.0),
+                items_per_second: None,
+                burst_seconds: None,
+            }),
         }],
         rate_limit: None,
     });
@@ -117,18 +129,30 @@ fn the_deployment_mounts_config_and_certs_runs_non_root_read_only() {
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some(format!("ghcr.io/otlp-fleet/otlp-collector:{}", crate::VERSION).as_str()));
     assert_eq!(c.args.as_ref().unwrap(), &["--config", "/etc/otlp-collector/collector.yaml"]);
-    let mounts: Vec<_> = c.volume_mounts.as_ref().unwrap().iter().map(|m| (m.mount_path.as_str(), m.sub_path.clone())).collect();
-    assert!(mounts.contains(&("/etc/otlp-collector", None)), "config is a directory mount (no subPath) so it can hot-reload");
+    let mounts: Vec<_> =
+        c.volume_mounts.as_ref().unwrap().iter().map(|m| (m.mount_path.as_str(), m.sub_path.clone())).collect();
+    assert!(
+        mounts.contains(&("/etc/otlp-collector", None)),
+        "config is a directory mount (no subPath) so it can hot-reload"
+    );
     assert!(mounts.contains(&("/etc/otlp-collector/tls", None)));
     let volumes = pod.volumes.as_ref().unwrap();
-    assert!(volumes.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("edge-collector-tls")));
+    assert!(
+        volumes.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("edge-collector-tls"))
+    );
     assert!(volumes.iter().any(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == Some("edge-collector")));
     let sc = c.security_context.as_ref().unwrap();
-    assert_eq!((sc.read_only_root_filesystem, sc.run_as_non_root, sc.allow_privilege_escalation), (Some(true), Some(true), Some(false)));
+    assert_eq!(
+        (sc.read_only_root_filesystem, sc.run_as_non_root, sc.allow_privilege_escalation),
+        (Some(true), Some(true), Some(false))
+    );
     assert_eq!(pod.security_context.as_ref().unwrap().run_as_user, Some(deployment::RUN_AS_USER));
     let ports: Vec<i32> = c.ports.as_ref().unwrap().iter().map(|p| p.container_port).collect();
     assert_eq!(ports, [4317, 4318, 8888]);
-    assert!(c.resources.as_ref().unwrap().requests.as_ref().unwrap().contains_key("cpu"), "the HPA needs a CPU request");
+    assert!(
+        c.resources.as_ref().unwrap().requests.as_ref().unwrap().contains_key("cpu"),
+        "the HPA needs a CPU request"
+    );
     // Config changes hot-reload: no hash of the whole config in the pod template, so they never roll the pods.
     let template_annotations = d.spec.template.metadata.as_ref().unwrap().annotations.clone().unwrap_or_default();
     assert!(!template_annotations.contains_key(labels::ANN_CONFIG_HASH));
@@ -162,7 +186,9 @@ fn only_config_the_collector_cannot_hot_reload_rolls_the_pods() {
 
 #[test]
 fn probes_use_grpc_health_and_fall_back_to_http_under_mtls() {
-    let probe = |cr: OtlpCollector| build(&cr).deployment.spec.template.spec.unwrap().containers[0].readiness_probe.clone().unwrap();
+    let probe = |cr: OtlpCollector| {
+        build(&cr).deployment.spec.template.spec.unwrap().containers[0].readiness_probe.clone().unwrap()
+    };
     let plain = probe(OtlpCollector::test());
     assert_eq!(plain.grpc.as_ref().map(|g| (g.port, g.mode.as_deref())), Some((4317, Some("Plaintext"))));
     let tls = probe(OtlpCollector::test().with_tls());
@@ -186,7 +212,8 @@ fn with_autoscaling_the_deployment_follows_spec_replicas_within_bounds() {
 fn services_expose_grpc_http_and_metrics_and_the_headless_one_has_no_ip() {
     let d = build(&OtlpCollector::test());
     let spec = d.service.spec.as_ref().unwrap();
-    let ports: Vec<(&str, i32)> = spec.ports.as_ref().unwrap().iter().map(|p| (p.name.as_deref().unwrap(), p.port)).collect();
+    let ports: Vec<(&str, i32)> =
+        spec.ports.as_ref().unwrap().iter().map(|p| (p.name.as_deref().unwrap(), p.port)).collect();
     assert_eq!(ports, [("otlp-grpc", 4317), ("otlp-http", 4318), ("metrics", 8888)]);
     assert_eq!(spec.selector.as_ref().unwrap(), &labels::selector(&OtlpCollector::test()));
     assert_eq!(d.headless.metadata.name.as_deref(), Some("edge-collector-headless"));
@@ -223,7 +250,12 @@ fn the_serving_certificate_verifies_against_the_ca_for_the_service_names() {
     assert_eq!(names, ["edge-ca", "edge-collector-tls"]);
     let (ca, tls) = (&d.secrets[0], &d.secrets[1]);
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
-    for dns in ["edge-collector", "edge-collector.telemetry.svc", "edge-collector.telemetry.svc.cluster.local", "edge-collector-headless.telemetry.svc"] {
+    for dns in [
+        "edge-collector",
+        "edge-collector.telemetry.svc",
+        "edge-collector.telemetry.svc.cluster.local",
+        "edge-collector-headless.telemetry.svc",
+    ] {
         verify(data(tls, "tls.crt"), data(ca, "tls.crt"), dns, now()).unwrap();
     }
     assert!(verify(data(tls, "tls.crt"), data(ca, "tls.crt"), "other.telemetry.svc", now()).is_err());

@@ -36,7 +36,8 @@ pub async fn install_crd(ns: &TestNs) -> anyhow::Result<()> {
     CRD.get_or_try_init(|| async {
         let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/otlpcollector.yaml"))?;
         ns.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd)).await?;
-        ns.kubectl(&["wait", "--for=condition=Established", "crd/otlpcollectors.otlpfleet.dev", "--timeout=30s"], None).await?;
+        ns.kubectl(&["wait", "--for=condition=Established", "crd/otlpcollectors.otlpfleet.dev", "--timeout=30s"], None)
+            .await?;
         anyhow::Ok(())
     })
     .await?;
@@ -105,7 +106,10 @@ impl Operator {
 
 pub async fn get<K>(ns: &TestNs, name: &str) -> anyhow::Result<Option<K>>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     Ok(Api::<K>::namespaced(ns.client.clone(), &ns.name).get_opt(name).await?)
 }
@@ -119,7 +123,8 @@ pub async fn columns(ns: &TestNs, name: &str) -> anyhow::Result<Vec<String>> {
 pub async fn wait_ready(ns: &TestNs, name: &str, ready: &str) -> anyhow::Result<Vec<String>> {
     wait_until(&format!("kubectl get otlpc {name} to show {ready} Running"), WAIT, || async {
         let c = columns(ns, name).await?;
-        Ok((c.get(1).map(String::as_str) == Some(ready) && c.get(2).map(String::as_str) == Some("Running")).then_some(c))
+        Ok((c.get(1).map(String::as_str) == Some(ready) && c.get(2).map(String::as_str) == Some("Running"))
+            .then_some(c))
     })
     .await
 }

@@ -141,3 +141,29 @@ async fn send_precompressed(url: &str, gz: Vec<u8>) -> tonic::Status {
     let message = headers.get("grpc-message").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     tonic::Status::new(Code::from_i32(code.expect("grpc-status in a trailers-only response")), message)
 }
+
+#[tokio::test]
+async fn responses_are_compressed_when_the_client_accepts_it() {
+    let c = TestCollector::start().await;
+    let url = format!("{}{}", c.grpc_url(), Signal::Traces.grpc_path());
+    let body = otlp::traces("svc", 0, 1).encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for (accept, expected) in [("zstd", Some("zstd")), ("gzip", Some("gzip")), ("identity", None)] {
+        let resp = client
+            .post(&url)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-accept-encoding", accept)
+            .body(frame.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let encoding = resp.headers().get("grpc-encoding").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(encoding.as_deref(), expected, "response encoding when the client accepts {accept}");
+    }
+    c.collector.shutdown().await;
+}

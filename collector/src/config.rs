@@ -689,9 +689,10 @@ impl Config {
             p.push("receivers.otlp.max_message_bytes: must be at least 1024".into());
         }
         if let Some(tls) = &otlp.tls
-            && (tls.cert_file.is_empty() || tls.key_file.is_empty()) {
-                p.push("receivers.otlp.tls: cert_file and key_file are both required".into());
-            }
+            && (tls.cert_file.is_empty() || tls.key_file.is_empty())
+        {
+            p.push("receivers.otlp.tls: cert_file and key_file are both required".into());
+        }
         for (name, proc) in &self.processors {
             let path = format!("processors.{name}");
             match proc {

@@ -63,12 +63,18 @@ pub fn validate(payload: &mut Payload) -> Rejected {
                                 s.name,
                                 s.parent_span_id.len()
                             ))
-                        } else { s.links.iter().find(|l| !id_ok(&l.trace_id, 16, false) || !id_ok(&l.span_id, 8, false)).map(|l| format!(
-                                "span {:?}: a link has a trace_id of {} and span_id of {} bytes",
-                                s.name,
-                                l.trace_id.len(),
-                                l.span_id.len()
-                            )) };
+                        } else {
+                            s.links.iter().find(|l| !id_ok(&l.trace_id, 16, false) || !id_ok(&l.span_id, 8, false)).map(
+                                |l| {
+                                    format!(
+                                        "span {:?}: a link has a trace_id of {} and span_id of {} bytes",
+                                        s.name,
+                                        l.trace_id.len(),
+                                        l.span_id.len()
+                                    )
+                                },
+                            )
+                        };
                         match why {
                             Some(why) => {
                                 rejected.note(|| why);

@@ -110,12 +110,13 @@ impl Ingest {
         }
         let items = payload.items() as u64;
         if self.limiter.is_enabled()
-            && let Err(wait) = self.limiter.check(&identity.0, items as usize) {
-                m.refused("rate_limited", items);
-                self.client_refused(identity, "rate_limited", items as usize);
-                tracing::debug!(client = %identity, %signal, ?wait, "rate limited");
-                return Err(Rejection::RateLimited(identity.0.clone(), wait));
-            }
+            && let Err(wait) = self.limiter.check(&identity.0, items as usize)
+        {
+            m.refused("rate_limited", items);
+            self.client_refused(identity, "rate_limited", items as usize);
+            tracing::debug!(client = %identity, %signal, ?wait, "rate limited");
+            return Err(Rejection::RateLimited(identity.0.clone(), wait));
+        }
         self.tap.publish(&payload);
         match self.pipelines.accept(payload, wire_len).await {
             Ok(()) => {

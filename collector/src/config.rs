@@ -53,6 +53,10 @@ pub struct OtlpReceiver {
     pub tls: Option<TlsConfig>,
     /// Open connections over both endpoints; more are closed at once.
     pub max_connections: usize,
+    /// gRPC export requests read and decoded at once over all connections;
+    /// more wait (bounded by HTTP/2 flow control), so decoding cannot take
+    /// more memory than this many requests.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for OtlpReceiver {
@@ -63,6 +67,7 @@ impl Default for OtlpReceiver {
             max_message_bytes: 4 * 1024 * 1024,
             tls: None,
             max_connections: 10_000,
+            max_concurrent_requests: 64,
         }
     }
 }
@@ -799,6 +804,9 @@ impl Config {
         }
         if otlp.max_connections == 0 {
             p.push("receivers.otlp.max_connections: must be at least 1".into());
+        }
+        if otlp.max_concurrent_requests == 0 {
+            p.push("receivers.otlp.max_concurrent_requests: must be at least 1".into());
         }
         for (i, rule) in self.service.access.rules.iter().enumerate() {
             check_patterns(&format!("service.access.rules[{i}].identities"), &rule.identities, &mut p);

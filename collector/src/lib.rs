@@ -213,7 +213,8 @@ impl Collector {
         if let Some(grpc) = &otlp.grpc {
             let listener = bind("gRPC", &grpc.endpoint).await?;
             grpc_addr = Some(listener.local_addr()?);
-            let (traces, metrics_svc, logs) = OtlpGrpc::new(ingest.clone()).services(otlp.max_message_bytes);
+            let (traces, metrics_svc, logs) =
+                OtlpGrpc::new(ingest.clone()).services(otlp.max_message_bytes, otlp.max_concurrent_requests);
             let mut routes = tonic::service::Routes::new(health_service)
                 .add_service(traces)
                 .add_service(metrics_svc)

@@ -1,6 +1,10 @@
 //! OTLP/gRPC: the three collector services on one tonic router.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tonic::server::NamedService;
+use tower::limit::ConcurrencyLimit;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -79,11 +83,15 @@ impl OtlpGrpc {
         result
     }
 
-    /// The three services, with compression and the decompressed-size limit.
+    /// The three services, with compression, the decompressed-size limit, and
+    /// a limit on requests read and decoded at once (shared by the three).
     pub fn services(
         self,
         max_message_bytes: usize,
-    ) -> (TraceServiceServer<Self>, MetricsServiceServer<Self>, LogsServiceServer<Self>) {
+        max_concurrent_requests: usize,
+    ) -> (Bounded<TraceServiceServer<Self>>, Bounded<MetricsServiceServer<Self>>, Bounded<LogsServiceServer<Self>>)
+    {
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
         macro_rules! configure {
             ($server:expr) => {
                 $server
@@ -95,10 +103,44 @@ impl OtlpGrpc {
             };
         }
         (
-            configure!(TraceServiceServer::new(self.clone())),
-            configure!(MetricsServiceServer::new(self.clone())),
-            configure!(LogsServiceServer::new(self)),
+            Bounded::new(configure!(TraceServiceServer::new(self.clone())), permits.clone()),
+            Bounded::new(configure!(MetricsServiceServer::new(self.clone())), permits.clone()),
+            Bounded::new(configure!(LogsServiceServer::new(self)), permits.clone()),
         )
+    }
+}
+
+/// A service that runs only while it holds a permit of a shared semaphore:
+/// tower's `ConcurrencyLimit`, keeping the gRPC service name for routing.
+/// The permit is taken before the request body is read, so waiting requests
+/// hold no more than HTTP/2 flow control lets the client send.
+#[derive(Debug, Clone)]
+pub struct Bounded<S>(ConcurrencyLimit<S>);
+
+impl<S> Bounded<S> {
+    fn new(inner: S, permits: Arc<tokio::sync::Semaphore>) -> Self {
+        Self(ConcurrencyLimit::with_semaphore(inner, permits))
+    }
+}
+
+impl<S: NamedService> NamedService for Bounded<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, R> tower::Service<R> for Bounded<S>
+where
+    ConcurrencyLimit<S>: tower::Service<R>,
+{
+    type Response = <ConcurrencyLimit<S> as tower::Service<R>>::Response;
+    type Error = <ConcurrencyLimit<S> as tower::Service<R>>::Error;
+    type Future = <ConcurrencyLimit<S> as tower::Service<R>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.0.call(request)
     }
 }
 

@@ -116,10 +116,18 @@ impl TestCollector {
     }
 }
 
+/// The complete lines of a file another task may be appending to: a line
+/// still being written (no newline yet) is left for the next read.
+pub fn complete_lines(path: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
+}
+
 /// Parses the file exporter's OTLP-JSON lines.
 pub fn read_file_export(path: &Path) -> Vec<Payload> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
-    text.lines()
+    complete_lines(path)
+        .iter()
         .filter(|l| !l.is_empty())
         .map(|line| {
             if line.starts_with(r#"{"resourceSpans""#) {

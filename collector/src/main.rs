@@ -112,27 +112,23 @@ fn run_cli(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut collector = Arc::new(Collector::start(config).await?);
+    let collector = Arc::new(Collector::start(config).await?);
     let stop_watching = CancellationToken::new();
-    if let Some(path) = path {
-        watch_config(collector.clone(), path, stop_watching.clone())?;
-    }
+    let watcher = match path {
+        Some(path) => Some(watch_config(collector.clone(), path, stop_watching.clone())?),
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
     stop_watching.cancel();
-    // The watcher task holds a clone until it sees the cancellation.
-    let collector = loop {
-        match Arc::try_unwrap(collector) {
-            Ok(c) => break c,
-            Err(shared) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                collector = shared;
-            }
-        }
-    };
+    // The watcher holds a clone of the collector until it has stopped.
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
+    let collector = Arc::into_inner(collector).ok_or_else(|| anyhow::anyhow!("the collector is still shared"))?;
     collector.shutdown().await;
     Ok(())
 }
@@ -140,11 +136,15 @@ async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 /// Reloads the configuration when its file changes (a ConfigMap volume swaps
 /// a symlink; an editor writes in place: both are seen). An invalid file is
 /// logged and counted, and the running configuration stays.
-fn watch_config(collector: Arc<Collector>, path: PathBuf, stop: CancellationToken) -> anyhow::Result<()> {
+fn watch_config(
+    collector: Arc<Collector>,
+    path: PathBuf,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let file = path.display().to_string();
     let mut ticks = otlp_collector::watch::watch_files(&[&file], Duration::from_secs(10), stop)?;
     let mut last = std::fs::read(&path).ok();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while ticks.recv().await.is_some() {
             let now = std::fs::read(&path).ok();
             if now.is_none() || now == last {
@@ -165,8 +165,7 @@ fn watch_config(collector: Arc<Collector>, path: PathBuf, stop: CancellationToke
                 }
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn tap(

@@ -225,10 +225,6 @@ impl Pipelines {
         &self.budget
     }
 
-    pub fn has(&self, signal: Signal) -> bool {
-        !self.inputs[signal.index()].is_empty()
-    }
-
     /// Hands `payload` to every pipeline of its signal, or to none.
     /// `wire_len` is its encoded size; each pipeline's copy is charged the
     /// memory it is estimated to hold. When memory or a queue is full, the

@@ -54,6 +54,9 @@ struct Args {
     /// CA that verifies the server (turns TLS on).
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// The name the server's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
     /// Client certificate and key, for mTLS.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -120,7 +123,7 @@ async fn connect(args: &Args) -> anyhow::Result<Channel> {
     let mut endpoint = Endpoint::from_shared(args.endpoint.clone())?.tcp_nodelay(true);
     if let Some(ca) = &args.ca {
         let mut tls =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?)).domain_name("localhost");
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?)).domain_name(args.server_name.clone());
         if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
             tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
         }

@@ -18,7 +18,8 @@ ROUNDS=${ROUNDS:-2}
 SCENARIOS=${SCENARIOS:-"max rate single gzip mtls forward overload"}
 OUT=${OUT:-$(mktemp -d)/results.jsonl}
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Servers start inside $(...), so they are not jobs of this shell: track their pids.
+trap 'kill $(jobs -p) $(cat "$WORK/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 cargo build --release -q -p otlp-collector -p otlp-bench
 bash e2e/tools/build-all.sh otelcol >/dev/null
@@ -71,6 +72,7 @@ start() { # which port tls fwd mem cpu -> pid
   if [ "$which" = ours ]; then RUST_LOG=warn taskset -c "$cpu" "$OURS" --config "$cfg" > "$WORK/$which-$port.log" 2>&1 &
   else taskset -c "$cpu" "$PEER" --config "$cfg" > "$WORK/$which-$port.log" 2>&1 & fi
   local pid=$! deadline=$((SECONDS + 30))
+  echo $pid >> "$WORK/pids"
   until (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; do
     kill -0 $pid 2>/dev/null || { cat "$WORK/$which-$port.log" >&2; echo "$which did not start" >&2; exit 1; }
     [ $SECONDS -lt $deadline ] || { echo "$which did not listen in 30s" >&2; exit 1; }

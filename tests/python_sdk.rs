@@ -12,11 +12,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::pki::{Ca, write_secret_volume};
+use common::pki::TlsSecret;
 use common::{TestCollector, read_file_export, total_items};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
-use otlp_collector::config::TlsConfig;
 use otlp_collector::signal::{Payload, Signal};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otlp.py");
@@ -122,15 +121,7 @@ fn assert_exactly_what_python_sent(out: &Path, service: &str) {
     let (traces, metrics, logs) = (of(Signal::Traces), of(Signal::Metrics), of(Signal::Logs));
 
     assert_eq!(total_items(&traces), SPANS, "exactly the spans sent, no loss and no duplicates");
-    let mut names: Vec<String> = traces
-        .iter()
-        .flat_map(|p| match p {
-            Payload::Traces(v) => {
-                v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect()
-            }
-            _ => vec![],
-        })
-        .collect();
+    let mut names = common::span_names(&traces);
     names.sort();
     let mut expected: Vec<String> = (0..SPANS).map(|i| format!("py-op-{i}")).collect();
     expected.sort();
@@ -220,36 +211,24 @@ async fn python_sdk_over_http_protobuf_arrives_intact() {
 /// A collector requiring mutual TLS (serving certificate and client CA in a
 /// Secret-volume layout), and PEM files for the Python client.
 struct MtlsSetup {
-    dir: tempfile::TempDir,
+    secret: TlsSecret,
 }
 
 impl MtlsSetup {
     fn new() -> Self {
-        let ca = Ca::new("python-test-ca");
-        let dir = tempfile::tempdir().unwrap();
-        let server = ca.server(1);
-        write_secret_volume(
-            dir.path(),
-            "v1",
-            &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())],
-        );
-        let client = ca.client("spiffe://test/ns/python/sa/sdk");
-        std::fs::write(dir.path().join("client.crt"), &client.cert).unwrap();
-        std::fs::write(dir.path().join("client.key"), &client.key).unwrap();
-        Self { dir }
+        let secret = TlsSecret::new("python-test-ca");
+        let client = secret.ca.client("spiffe://test/ns/python/sa/sdk");
+        std::fs::write(secret.path("client.crt"), &client.cert).unwrap();
+        std::fs::write(secret.path("client.key"), &client.key).unwrap();
+        Self { secret }
     }
 
     fn path(&self, file: &str) -> String {
-        self.dir.path().join(file).display().to_string()
+        self.secret.path(file)
     }
 
     async fn collector(&self) -> TestCollector {
-        let tls = TlsConfig {
-            cert_file: self.path("tls.crt"),
-            key_file: self.path("tls.key"),
-            client_ca_file: Some(self.path("ca.crt")),
-            ..Default::default()
-        };
+        let tls = self.secret.tls_config(true);
         TestCollector::start_with(|cfg| cfg.receivers.otlp.tls = Some(tls)).await
     }
 }

@@ -91,15 +91,7 @@ async fn spans_metrics_and_logs_from_the_rust_sdk_arrive_intact() {
 
     let traces = c.wait_items(Signal::Traces, 50).await;
     assert_eq!(total_items(&traces), 50, "exactly the spans sent");
-    let mut names: Vec<String> = traces
-        .iter()
-        .flat_map(|p| match p {
-            Payload::Traces(v) => {
-                v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect()
-            }
-            _ => vec![],
-        })
-        .collect();
+    let mut names = common::span_names(&traces);
     names.sort();
     let mut expected: Vec<String> = (0..50).map(|i| format!("op-{i}")).collect();
     expected.sort();

@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::pki::{Ca, Pem, write_secret_volume};
+use common::pki::{Ca, Pem, TlsSecret, write_secret_volume};
 use common::{TestCollector, otlp, wait_for};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use otlp_collector::config::{
-    AccessConfig, AccessDefault, AccessRule, RateLimit, RateLimitConfig, RateLimitOverride, TlsConfig, TlsVersion,
+    AccessConfig, AccessDefault, AccessRule, RateLimit, RateLimitConfig, RateLimitOverride, TlsVersion,
 };
 use otlp_collector::signal::Signal;
 use tokio::io::AsyncReadExt;
@@ -20,38 +20,8 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_types::StatusExt;
 
-struct Secret {
-    dir: tempfile::TempDir,
-    ca: Ca,
-}
-
-impl Secret {
-    /// A Secret volume holding a serving certificate (serial 1) and the client CA.
-    fn new() -> Self {
-        let ca = Ca::new("test-ca");
-        let dir = tempfile::tempdir().unwrap();
-        let server = ca.server(1);
-        write_secret_volume(
-            dir.path(),
-            "v1",
-            &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())],
-        );
-        Self { dir, ca }
-    }
-
-    fn tls_config(&self, mtls: bool) -> TlsConfig {
-        let path = |f: &str| self.dir.path().join(f).display().to_string();
-        TlsConfig {
-            cert_file: path("tls.crt"),
-            key_file: path("tls.key"),
-            client_ca_file: mtls.then(|| path("ca.crt")),
-            ..Default::default()
-        }
-    }
-}
-
 async fn tls_collector(
-    secret: &Secret,
+    secret: &TlsSecret,
     mtls: bool,
     edit: impl FnOnce(&mut otlp_collector::config::Config),
 ) -> TestCollector {
@@ -74,7 +44,7 @@ async fn channel(c: &TestCollector, ca: &Ca, client: Option<&Pem>) -> Result<Cha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_accepts_clients_of_the_ca_and_refuses_the_rest() {
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let c = tls_collector(&secret, true, |_| {}).await;
     let good = secret.ca.client("spiffe://test/ns/shop/sa/checkout");
 
@@ -103,7 +73,7 @@ async fn mtls_accepts_clients_of_the_ca_and_refuses_the_rest() {
 async fn the_rust_sdk_exports_over_mtls() {
     use opentelemetry::trace::{Tracer as _, TracerProvider as _};
     use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let c = tls_collector(&secret, true, |_| {}).await;
     let me = secret.ca.client("spiffe://test/ns/shop/sa/sdk");
     let tls = ClientTlsConfig::new()
@@ -138,7 +108,7 @@ fn s_client(port: u16, version: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_2_is_refused_unless_allowed() {
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let c = tls_collector(&secret, false, |_| {}).await;
     let port = c.collector.grpc_addr.unwrap().port();
     let (ok, text) = tokio::task::spawn_blocking(move || s_client(port, "-tls1_2")).await.unwrap();
@@ -180,7 +150,7 @@ use rustls::pki_types::pem::PemObject;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotate_like_a_secret_volume_without_a_restart() {
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let c = tls_collector(&secret, false, |_| {}).await;
     let addr = c.collector.grpc_addr.unwrap();
     assert_eq!(served_serial(addr, &secret.ca).await, 1);
@@ -227,7 +197,7 @@ async fn certificates_rotate_like_a_secret_volume_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acls_and_rate_limits_follow_the_client_identity() {
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let c = tls_collector(&secret, true, |cfg| {
         cfg.service.access = AccessConfig {
             default: AccessDefault::Deny,
@@ -313,7 +283,7 @@ async fn closed_by_server(mut stream: tokio::net::TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_and_connection_floods_are_bounded() {
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let c = tls_collector(&secret, false, |cfg| {
         cfg.receivers.otlp.tls.as_mut().unwrap().handshake_timeout = Duration::from_millis(300);
         cfg.receivers.otlp.max_connections = 3;
@@ -343,7 +313,7 @@ async fn silent_connections_and_connection_floods_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_otlp_exporter_forwards_over_mtls() {
     use otlp_collector::config::{ClientTlsConfig, ExporterConfig, OtlpExporterConfig};
-    let secret = Secret::new();
+    let secret = TlsSecret::new("test-ca");
     let b = tls_collector(&secret, true, |_| {}).await;
     let me = secret.ca.client("spiffe://test/ns/edge/sa/collector-a");
     let files = tempfile::tempdir().unwrap();

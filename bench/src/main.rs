@@ -122,8 +122,9 @@ impl Stats {
 async fn connect(args: &Args) -> anyhow::Result<Channel> {
     let mut endpoint = Endpoint::from_shared(args.endpoint.clone())?.tcp_nodelay(true);
     if let Some(ca) = &args.ca {
-        let mut tls =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?)).domain_name(args.server_name.clone());
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(ca)?))
+            .domain_name(args.server_name.clone());
         if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
             tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
         }

@@ -237,6 +237,19 @@ pub mod otlp {
     }
 }
 
+/// Names of every span in `payloads`, in order.
+pub fn span_names(payloads: &[Payload]) -> Vec<String> {
+    payloads
+        .iter()
+        .flat_map(|p| match p {
+            Payload::Traces(v) => {
+                v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect()
+            }
+            _ => vec![],
+        })
+        .collect()
+}
+
 /// Trace ids of every span in `payloads`, in order.
 pub fn span_numbers(payloads: &[Payload]) -> Vec<u64> {
     payloads

@@ -73,3 +73,40 @@ pub fn write_secret_volume(dir: &Path, version: &str, files: &[(&str, &str)]) {
         }
     }
 }
+
+/// A Secret volume holding a serving certificate (serial 1, for localhost and
+/// 127.0.0.1) and its CA, as the operator writes it.
+pub struct TlsSecret {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+}
+
+impl TlsSecret {
+    pub fn new(ca_name: &str) -> Self {
+        let ca = Ca::new(ca_name);
+        let dir = tempfile::tempdir().unwrap();
+        let server = ca.server(1);
+        write_secret_volume(
+            dir.path(),
+            "v1",
+            &[("tls.crt", &server.cert), ("tls.key", &server.key), ("ca.crt", &ca.pem())],
+        );
+        Self { dir, ca }
+    }
+
+    /// The path of a file in the volume.
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).display().to_string()
+    }
+
+    /// The collector's TLS settings for this volume; with `mtls`, clients
+    /// must present a certificate of the CA.
+    pub fn tls_config(&self, mtls: bool) -> otlp_collector::config::TlsConfig {
+        otlp_collector::config::TlsConfig {
+            cert_file: self.path("tls.crt"),
+            key_file: self.path("tls.key"),
+            client_ca_file: mtls.then(|| self.path("ca.crt")),
+            ..Default::default()
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Compiles the project's own protobuf API (proto/) and generates the OTLP
-//! collector services with a codec that answers malformed protobuf with
-//! INVALID_ARGUMENT (tonic's default codec says INTERNAL).
+//! collector services with a codec that hands requests over as bytes (the
+//! collector walks them with `wire::scan` and decodes only what it must).
 //!
 //! A pure-Rust compiler (protox) is used, so no system `protoc` is needed. The
 //! OTLP message types come from the `opentelemetry-proto` crate; no upstream
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 tonic_build::manual::Method::builder()
                     .name("export")
                     .route_name("Export")
-                    .input_type(format!("crate::codec::Decoded<{types}::Export{kind}ServiceRequest>"))
+                    .input_type("bytes::Bytes")
                     .output_type(format!("{types}::Export{kind}ServiceResponse"))
                     .codec_path("crate::codec::OtlpCodec")
                     .build(),

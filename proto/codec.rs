@@ -1,11 +1,14 @@
-//! A prost codec whose decode errors are `INVALID_ARGUMENT`.
+//! The codec of the OTLP collector services: requests are handed over as the
+//! bytes they arrived as (decompressed), responses are encoded with prost.
 //!
-//! tonic's stock `ProstCodec` maps a decode error to `INTERNAL`, which tells an
-//! OTLP client the server is broken and makes it retry. Malformed protobuf is
-//! the client's fault and must not be retried, so it is `INVALID_ARGUMENT`.
+//! The collector walks the bytes with [`crate::wire::scan`] and decodes only
+//! what is not plainly valid, so the codec must not decode. It also decides
+//! the status of malformed protobuf itself: `INVALID_ARGUMENT`, which OTLP
+//! clients do not retry (tonic's stock codec says `INTERNAL`, which they do).
 
 use std::marker::PhantomData;
 
+use bytes::{Buf, Bytes};
 use prost::Message;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -19,30 +22,18 @@ impl<T, U> Default for OtlpCodec<T, U> {
     }
 }
 
-/// A decoded request and its size on the wire (after decompression), which
-/// the collector charges against its memory budget without re-measuring.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded<M> {
-    pub message: M,
-    pub wire_len: usize,
-}
-
-impl<T, U> Codec for OtlpCodec<T, Decoded<U>>
-where
-    T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
-{
+impl<T: Message + Send + 'static> Codec for OtlpCodec<T, Bytes> {
     type Encode = T;
-    type Decode = Decoded<U>;
+    type Decode = Bytes;
     type Encoder = OtlpEncoder<T>;
-    type Decoder = OtlpDecoder<Decoded<U>>;
+    type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
         OtlpEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(PhantomData)
+        RawDecoder
     }
 }
 
@@ -58,18 +49,15 @@ impl<T: Message> Encoder for OtlpEncoder<T> {
     }
 }
 
+/// Takes the message's bytes out of tonic's receive buffer without copying.
 #[derive(Debug)]
-pub struct OtlpDecoder<U>(PhantomData<U>);
+pub struct RawDecoder;
 
-impl<U: Message + Default> Decoder for OtlpDecoder<Decoded<U>> {
-    type Item = Decoded<U>;
+impl Decoder for RawDecoder {
+    type Item = Bytes;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Decoded<U>>, Status> {
-        use bytes::Buf;
-        let wire_len = buf.remaining();
-        U::decode(buf)
-            .map(|message| Some(Decoded { message, wire_len }))
-            .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }

@@ -1,9 +1,10 @@
-//! The project's own wire API: the collector's live-tap service, and the OTLP
-//! collector services generated with a codec that reports malformed protobuf
-//! as `INVALID_ARGUMENT`, as the OTLP specification asks.
+//! The project's own wire API: the collector's live-tap service, the OTLP
+//! collector services (generated with a codec that hands requests over as
+//! bytes), and a validating walk over encoded OTLP requests.
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod wire;
 
 /// `otlpfleet.tap.v1`: stream matching telemetry out of a running collector.
 pub mod tap {

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod encoded;
 pub mod exporter;
 pub mod metrics;
 pub mod pipeline;

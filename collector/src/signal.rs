@@ -116,6 +116,18 @@ pub fn data_points(data: &Option<metric::Data>) -> usize {
     }
 }
 
+pub fn spans_in(r: &ResourceSpans) -> usize {
+    r.scope_spans.iter().map(|s| s.spans.len()).sum()
+}
+
+pub fn points_in(r: &ResourceMetrics) -> usize {
+    r.scope_metrics.iter().flat_map(|s| &s.metrics).map(|m| data_points(&m.data)).sum()
+}
+
+pub fn records_in(r: &ResourceLogs) -> usize {
+    r.scope_logs.iter().map(|s| s.log_records.len()).sum()
+}
+
 impl Payload {
     pub fn empty(signal: Signal) -> Self {
         match signal {
@@ -136,11 +148,9 @@ impl Payload {
     /// Spans, metric data points or log records.
     pub fn items(&self) -> usize {
         match self {
-            Payload::Traces(rs) => rs.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum(),
-            Payload::Metrics(rm) => {
-                rm.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics).map(|m| data_points(&m.data)).sum()
-            }
-            Payload::Logs(rl) => rl.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
+            Payload::Traces(rs) => rs.iter().map(spans_in).sum(),
+            Payload::Metrics(rm) => rm.iter().map(points_in).sum(),
+            Payload::Logs(rl) => rl.iter().map(records_in).sum(),
         }
     }
 

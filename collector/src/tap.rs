@@ -22,6 +22,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::encoded::Telemetry;
 use crate::pipeline::processor::{attrs_match, retain_items};
 use crate::signal::{Payload, Signal};
 
@@ -99,10 +100,15 @@ impl TapHub {
     }
 
     /// Offers accepted data to every subscriber.
-    pub fn publish(&self, payload: &Payload) {
+    pub fn publish(&self, data: &Telemetry) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let payload = match data.decoded() {
+            Ok(payload) => payload,
+            Err(e) => return tracing::error!(error = %e, "tap: accepted data did not decode"),
+        };
+        let payload = &*payload;
         let subscribers = self.subscribers.read().expect("tap lock").clone();
         let mut gone = false;
         for sub in &subscribers {
@@ -216,13 +222,13 @@ mod tests {
         let hub = hub();
         let (_sub, mut rx) = hub.subscribe(filter(vec![], &[]));
         for _ in 0..TAP_BUFFER + 5 {
-            hub.publish(&logs(1));
+            hub.publish(&Telemetry::Decoded(logs(1)));
         }
         assert_eq!(hub.dropped.get(), 5);
         for _ in 0..TAP_BUFFER {
             rx.try_recv().unwrap().unwrap();
         }
-        hub.publish(&logs(1));
+        hub.publish(&Telemetry::Decoded(logs(1)));
         let next = rx.try_recv().unwrap().unwrap();
         assert_eq!(next.dropped, 5, "the next event tells the client what it missed");
     }
@@ -232,7 +238,7 @@ mod tests {
         let hub = hub();
         let (_sub, rx) = hub.subscribe(filter(vec![], &[]));
         drop(rx);
-        hub.publish(&logs(1));
+        hub.publish(&Telemetry::Decoded(logs(1)));
         assert_eq!(hub.count.load(Ordering::Relaxed), 0);
     }
 }

@@ -175,7 +175,7 @@ pub async fn export_raw(
     }
     grpc.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
-    grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec::default()).await.map(|r| r.into_inner())
+    grpc.unary(tonic::Request::new(vec![Bytes::from(body)]), path, RawCodec::default()).await.map(|r| r.into_inner())
 }
 
 pub mod otlp {

@@ -1,6 +1,7 @@
 //! `debug`: one summary log line per batch (and one per item when detailed).
 
 use crate::config::Verbosity;
+use crate::encoded::Telemetry;
 use crate::signal::Payload;
 
 #[derive(Debug)]
@@ -14,20 +15,25 @@ impl DebugExporter {
         Self { name: name.to_owned(), verbosity }
     }
 
-    pub fn export(&self, payload: &Payload) {
-        let resources = match payload {
-            Payload::Traces(v) => v.len(),
-            Payload::Metrics(v) => v.len(),
-            Payload::Logs(v) => v.len(),
-        };
+    pub fn export(&self, data: &Telemetry) {
         tracing::info!(
             exporter = %self.name,
-            signal = %payload.signal(),
-            resources,
-            items = payload.items(),
+            signal = %data.signal(),
+            resources = data.resources(),
+            items = data.items(),
             "batch received"
         );
-        if self.verbosity == Verbosity::Detailed {
+        if self.verbosity != Verbosity::Detailed {
+            return;
+        }
+        match data.decoded() {
+            Ok(payload) => self.items(&payload),
+            Err(e) => tracing::error!(exporter = %self.name, error = %e, "batch did not decode"),
+        }
+    }
+
+    fn items(&self, payload: &Payload) {
+        {
             match payload {
                 Payload::Traces(v) => v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).for_each(|s| {
                     tracing::info!(exporter = %self.name, span = %s.name, trace_id = %hex(&s.trace_id), span_id = %hex(&s.span_id), "span")

@@ -6,7 +6,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::ExportError;
-use crate::signal::Payload;
+use crate::encoded::Telemetry;
 
 #[derive(Debug)]
 pub struct FileExporter {
@@ -23,7 +23,8 @@ impl FileExporter {
         Ok(Self { file: Arc::new(Mutex::new(tokio::fs::File::from_std(file))) })
     }
 
-    pub async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
+    pub async fn export(&self, data: &Telemetry) -> Result<(), ExportError> {
+        let payload = data.decoded().map_err(|e| ExportError::permanent("decode", format!("decoding: {e}")))?;
         let mut line = payload.to_json();
         line.push('\n');
         let mut file = self.file.lock().await;

@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ExporterConfig, QueueConfig, RetryConfig};
+use crate::encoded::Telemetry;
 use crate::metrics::ExporterMetrics;
 use crate::pipeline::Batch;
-use crate::signal::Payload;
 
 pub use debug::DebugExporter;
 pub use file::FileExporter;
@@ -66,14 +66,14 @@ impl Exporter {
         })
     }
 
-    pub async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
+    pub async fn export(&self, data: &Telemetry) -> Result<(), ExportError> {
         match self {
-            Exporter::Otlp(e) => e.export(payload).await,
+            Exporter::Otlp(e) => e.export(data).await,
             Exporter::Debug(e) => {
-                e.export(payload);
+                e.export(data);
                 Ok(())
             }
-            Exporter::File(e) => e.export(payload).await,
+            Exporter::File(e) => e.export(data).await,
             Exporter::Nop => Ok(()),
         }
     }
@@ -154,14 +154,14 @@ async fn deliver(
     metrics: &ExporterMetrics,
     abort: &CancellationToken,
 ) {
-    let items = batch.payload.items() as u64;
+    let items = batch.items as u64;
     let started = Instant::now();
     let mut backoff = retry.initial_interval;
     loop {
-        let err = match exporter.export(&batch.payload).await {
+        let err = match exporter.export(&batch.data).await {
             Ok(()) => {
                 metrics.sent_items.inc_by(items);
-                metrics.sent_bytes.inc_by(batch.payload.encoded_len() as u64);
+                metrics.sent_bytes.inc_by(batch.data.encoded_len() as u64);
                 return;
             }
             Err(e) => e,

@@ -1,7 +1,8 @@
 //! `otlp`: forwards batches over OTLP/gRPC on one reused HTTP/2 connection.
 //!
-//! A batch is encoded once into bytes and those bytes are what every retry
-//! sends. Which errors are retried follows the OTLP specification: UNAVAILABLE,
+//! Telemetry that arrived as valid protobuf is sent on as the bytes it
+//! arrived in (batching concatenates them; nothing is re-encoded); decoded
+//! telemetry (after a processor) is encoded for each attempt. Which errors are retried follows the OTLP specification: UNAVAILABLE,
 //! CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE and DATA_LOSS always;
 //! RESOURCE_EXHAUSTED only when the server sent a `RetryInfo`, whose delay is
 //! then honoured.
@@ -21,7 +22,7 @@ use tonic_types::StatusExt;
 
 use super::ExportError;
 use crate::config::{ClientTlsConfig, Compression, OtlpExporterConfig};
-use crate::signal::Payload;
+use crate::encoded::Telemetry;
 
 #[derive(Debug)]
 pub struct OtlpExporter {
@@ -55,8 +56,8 @@ impl OtlpExporter {
         Ok(Self { channel, endpoint: config.endpoint.clone(), timeout: config.timeout, headers, compression })
     }
 
-    pub async fn export(&self, payload: &Payload) -> Result<(), ExportError> {
-        let body = payload.encode_request();
+    pub async fn export(&self, data: &Telemetry) -> Result<(), ExportError> {
+        let body = data.request_chunks();
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
@@ -70,7 +71,7 @@ impl OtlpExporter {
         let mut request = Request::new(body);
         request.set_timeout(self.timeout);
         *request.metadata_mut() = self.headers.clone();
-        let path = PathAndQuery::from_static(payload.signal().grpc_path());
+        let path = PathAndQuery::from_static(data.signal().grpc_path());
         let response =
             grpc.unary(request, path, RawCodec::default()).await.map_err(|s| classify(&self.endpoint, &s))?;
         match response.into_inner().partial_success {
@@ -129,14 +130,14 @@ pub fn classify(endpoint: &str, status: &Status) -> ExportError {
     }
 }
 
-/// Sends pre-encoded request bytes; decodes any of the three Export responses
+/// Sends a pre-encoded request, given as chunks to write in order; decodes any of the three Export responses
 /// (they share one wire shape: field 1 is the partial success with the
 /// rejected count in field 1 and the message in field 2).
 #[derive(Debug, Default)]
 pub struct RawCodec(PhantomData<()>);
 
 impl Codec for RawCodec {
-    type Encode = Bytes;
+    type Encode = Vec<Bytes>;
     type Decode = ExportTraceServiceResponse;
     type Encoder = RawEncoder;
     type Decoder = ResponseDecoder;
@@ -154,11 +155,13 @@ impl Codec for RawCodec {
 pub struct RawEncoder;
 
 impl Encoder for RawEncoder {
-    type Item = Bytes;
+    type Item = Vec<Bytes>;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
+    fn encode(&mut self, item: Vec<Bytes>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        for chunk in item {
+            dst.put(chunk);
+        }
         Ok(())
     }
 }

@@ -47,9 +47,8 @@ impl PipelineTask {
                         }
                         let size = cfg.send_batch_size;
                         let max = if cfg.send_batch_max_size == 0 { usize::MAX } else { cfg.send_batch_max_size };
-                        while pending.as_ref().is_some_and(|(p, _)| p.payload.items() >= size) {
-                            let (mut p, deadline) = pending.take().expect("checked above");
-                            if p.payload.items() > max {
+                        while let Some((mut p, deadline)) = pending.take_if(|(p, _)| p.items >= size) {
+                            if p.items > max {
                                 let head = p.split_front(max);
                                 pending = Some((p, deadline));
                                 self.send(head).await;
@@ -73,7 +72,7 @@ impl PipelineTask {
     }
 
     async fn send(&self, batch: Batch) {
-        if batch.payload.is_empty() {
+        if batch.data.is_empty() {
             return;
         }
         let batch = Arc::new(batch);

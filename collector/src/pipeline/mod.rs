@@ -17,7 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::signal::{Payload, Signal};
+use crate::encoded::Telemetry;
+use crate::receiver::Rejection;
+use crate::signal::Signal;
 pub use processor::Processor;
 
 /// Why the pipeline could not take a request.
@@ -173,24 +175,32 @@ impl Drop for Ticket {
     }
 }
 
-/// Data on its way through one pipeline, with the memory it holds.
+/// Data on its way through one pipeline, with its item count and the memory
+/// it holds.
 #[derive(Debug)]
 pub struct Batch {
-    pub payload: Payload,
+    pub data: Telemetry,
+    pub items: usize,
     pub ticket: Ticket,
 }
 
 impl Batch {
+    pub fn new(data: Telemetry, ticket: Ticket) -> Self {
+        Self { items: data.items(), data, ticket }
+    }
+
     /// Splits off the first `n` items, with a proportional share of the ticket.
     pub fn split_front(&mut self, n: usize) -> Batch {
-        let before = self.payload.items().max(1);
-        let payload = self.payload.split_front(n);
-        let share = self.ticket.bytes() * payload.items() / before;
-        Batch { ticket: self.ticket.split(share), payload }
+        let data = self.data.split_front(n);
+        let items = data.items();
+        let share = self.ticket.bytes() * items / self.items.max(1);
+        self.items -= items;
+        Batch { ticket: self.ticket.split(share), data, items }
     }
 
     pub fn append(&mut self, other: Batch) {
-        self.payload.append(other.payload);
+        self.data.append(other.data);
+        self.items += other.items;
         self.ticket.merge(other.ticket);
     }
 }
@@ -225,44 +235,59 @@ impl Pipelines {
         &self.budget
     }
 
-    /// Hands `payload` to every pipeline of its signal, or to none.
-    /// `wire_len` is its encoded size; each pipeline's copy is charged the
-    /// memory it is estimated to hold. When memory or a queue is full, the
-    /// request waits up to the admission wait for room (a brief burst becomes
-    /// latency, not an error), then is refused.
-    pub async fn accept(&self, payload: Payload, wire_len: usize) -> Result<(), Refusal> {
-        let signal = payload.signal();
+    /// Hands `data` to every pipeline of its signal, or to none.
+    /// `wire_len` is its encoded size. Pipelines without processors get the
+    /// encoded form, charged its size; pipelines with processors a decoded
+    /// copy, charged the memory it is estimated to hold. When memory or a
+    /// queue is full, the request waits up to the admission wait for room (a
+    /// brief burst becomes latency, not an error), then is refused.
+    pub async fn accept(&self, data: Telemetry, wire_len: usize) -> Result<(), Rejection> {
+        let signal = data.signal();
         let inputs = &self.inputs[signal.index()];
         if inputs.is_empty() {
             return Ok(());
         }
+        // One copy per pipeline, all made before any is handed over: the
+        // encoded form is shared bytes; the decoded form is cloned for all but
+        // the last pipeline that takes it.
+        let decoding = inputs.iter().filter(|i| !i.processors.is_empty()).count();
+        let mut copies = Vec::with_capacity(inputs.len());
+        if decoding < inputs.len() {
+            let plain = inputs.iter().filter(|i| i.processors.is_empty());
+            let encoded = std::iter::repeat_n(data.to_encoded(), inputs.len() - decoding);
+            copies.extend(plain.zip(encoded).map(|(input, e)| (input, Telemetry::Encoded(e))));
+        }
+        if decoding > 0 {
+            let payload = data.into_decoded().map_err(|e| Rejection::Invalid(format!("malformed protobuf: {e}")))?;
+            let processing = inputs.iter().filter(|i| !i.processors.is_empty());
+            for (input, mut copy) in processing.zip(std::iter::repeat_n(payload, decoding)) {
+                for p in &input.processors {
+                    p.apply(&mut copy);
+                }
+                copies.push((input, Telemetry::Decoded(copy)));
+            }
+        }
+        let held = |data: &Telemetry| match data {
+            Telemetry::Encoded(e) => e.encoded_len(),
+            Telemetry::Decoded(_) => signal.in_memory_estimate(wire_len),
+        };
         let deadline = Instant::now() + self.wait;
-        let held = signal.in_memory_estimate(wire_len) * inputs.len();
-        let ticket = self.budget.acquire(held, deadline).await.ok_or(Refusal::MemoryLimit)?;
-        let mut permits = Vec::with_capacity(inputs.len());
-        for input in inputs {
+        let total = copies.iter().map(|(_, data)| held(data)).sum();
+        let mut ticket = self.budget.acquire(total, deadline).await.ok_or(Refusal::MemoryLimit)?;
+        let mut permits = Vec::with_capacity(copies.len());
+        for (input, _) in &copies {
             // `timeout_at` polls once before looking at the clock, so a zero
             // wait still takes free room.
             match tokio::time::timeout_at(deadline, input.tx.reserve()).await {
                 Ok(Ok(permit)) => permits.push(permit),
-                Ok(Err(_closed)) => return Err(Refusal::ShuttingDown),
-                Err(_elapsed) => return Err(Refusal::QueueFull),
+                Ok(Err(_closed)) => return Err(Refusal::ShuttingDown.into()),
+                Err(_elapsed) => return Err(Refusal::QueueFull.into()),
             }
         }
-        let tickets = ticket.divide(inputs.len());
-        let last = inputs.len() - 1;
-        let mut payload = Some(payload);
-        for (i, ((input, permit), ticket)) in inputs.iter().zip(permits).zip(tickets).enumerate() {
-            let mut copy = if i == last {
-                payload.take().expect("the last pipeline takes the original")
-            } else {
-                payload.as_ref().expect("present until the last pipeline").clone()
-            };
-            for p in &input.processors {
-                p.apply(&mut copy);
-            }
-            if !copy.is_empty() {
-                permit.send(Batch { payload: copy, ticket });
+        for ((_, data), permit) in copies.into_iter().zip(permits) {
+            let ticket = ticket.split(held(&data));
+            if !data.is_empty() {
+                permit.send(Batch::new(data, ticket));
             }
         }
         Ok(())
@@ -272,7 +297,21 @@ impl Pipelines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signal::Payload;
     use crate::signal::testdata::*;
+
+    fn spans(n: usize) -> Telemetry {
+        Telemetry::Decoded(traces(1, 1, n))
+    }
+
+    /// What one request of `spans(1)` is charged in a pipeline without processors.
+    fn one() -> usize {
+        spans(1).encoded_len()
+    }
+
+    fn refused(r: Refusal) -> Result<(), Rejection> {
+        Err(Rejection::Refused(r))
+    }
 
     fn pipelines(n: usize, cap: usize, limit: usize) -> (Pipelines, Vec<mpsc::Receiver<Batch>>) {
         let mut inputs = Vec::new();
@@ -288,47 +327,45 @@ mod tests {
     #[tokio::test]
     async fn fan_out_is_all_or_nothing() {
         let (p, mut rxs) = pipelines(2, 1, 1 << 20);
-        let t = traces(1, 1, 2);
+        let t = spans(2);
         p.accept(t.clone(), 100).await.unwrap();
         // The first pipeline drains, the second stays full: nobody gets the next request.
         rxs[0].try_recv().unwrap();
-        assert_eq!(p.accept(t.clone(), 100).await, Err(Refusal::QueueFull));
+        assert_eq!(p.accept(t.clone(), 100).await, refused(Refusal::QueueFull));
         assert!(rxs[0].try_recv().is_err(), "the pipeline with room got nothing");
-        assert_eq!(p.budget().used(), Signal::Traces.in_memory_estimate(100), "only the queued copy holds memory");
+        assert_eq!(p.budget().used(), t.encoded_len(), "only the queued copy holds memory");
     }
 
     #[tokio::test]
     async fn memory_limit_refuses_and_releases() {
-        let one = Signal::Traces.in_memory_estimate(100);
-        let (p, mut rxs) = pipelines(1, 10, one * 5 / 2);
-        p.accept(traces(1, 1, 1), 100).await.unwrap();
-        p.accept(traces(1, 1, 1), 100).await.unwrap();
-        assert_eq!(p.accept(traces(1, 1, 1), 100).await, Err(Refusal::MemoryLimit));
+        let (p, mut rxs) = pipelines(1, 10, one() * 5 / 2);
+        p.accept(spans(1), 100).await.unwrap();
+        p.accept(spans(1), 100).await.unwrap();
+        assert_eq!(p.accept(spans(1), 100).await, refused(Refusal::MemoryLimit));
         drop(rxs[0].try_recv().unwrap());
-        assert_eq!(p.budget().used(), one);
-        p.accept(traces(1, 1, 1), 100).await.unwrap();
+        assert_eq!(p.budget().used(), one());
+        p.accept(spans(1), 100).await.unwrap();
     }
 
     #[tokio::test]
     async fn closed_pipeline_means_shutting_down() {
         let (p, mut rxs) = pipelines(1, 10, 1000);
         rxs[0].close();
-        assert_eq!(p.accept(traces(1, 1, 1), 10).await, Err(Refusal::ShuttingDown));
+        assert_eq!(p.accept(spans(1), 10).await, refused(Refusal::ShuttingDown));
         assert_eq!(p.budget().used(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_for_room_until_its_deadline() {
-        let one = Signal::Traces.in_memory_estimate(100);
-        let (mut p, mut rxs) = pipelines(1, 10, 4 * one);
+        let (mut p, mut rxs) = pipelines(1, 10, 4 * one());
         p.wait = Duration::from_secs(1);
         for _ in 0..4 {
-            p.accept(traces(1, 1, 1), 100).await.unwrap();
+            p.accept(spans(1), 100).await.unwrap();
         }
         // Room appears after 300 ms: the fifth request waits, then goes in.
         let batch = rxs[0].try_recv().unwrap();
         let started = Instant::now();
-        let (result, ()) = tokio::join!(p.accept(traces(1, 1, 1), 100), async {
+        let (result, ()) = tokio::join!(p.accept(spans(1), 100), async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(batch);
         });
@@ -336,23 +373,55 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(300));
         // No room within the wait: refused after it.
         let started = Instant::now();
-        assert_eq!(p.accept(traces(1, 1, 1), 100).await, Err(Refusal::MemoryLimit));
+        assert_eq!(p.accept(spans(1), 100).await, refused(Refusal::MemoryLimit));
         assert_eq!(started.elapsed(), Duration::from_secs(1));
         // While a quarter of the limit already waits, the next is refused at once.
         let started = Instant::now();
-        let (first, second) = tokio::join!(p.accept(traces(1, 1, 1), 100), p.accept(traces(1, 1, 1), 100));
-        assert_eq!((first, second), (Err(Refusal::MemoryLimit), Err(Refusal::MemoryLimit)));
+        let (first, second) = tokio::join!(p.accept(spans(1), 100), p.accept(spans(1), 100));
+        assert_eq!((first, second), (refused(Refusal::MemoryLimit), refused(Refusal::MemoryLimit)));
         assert_eq!(started.elapsed(), Duration::from_secs(1), "only one of them waited");
     }
 
     #[test]
     fn batch_split_shares_the_ticket() {
         let budget = MemoryBudget::new(1000, Gauge::default());
-        let mut b = Batch { payload: traces(1, 1, 10), ticket: budget.try_acquire(1000).unwrap() };
-        let head = b.split_front(4);
-        assert_eq!((head.payload.items(), head.ticket.bytes()), (4, 400));
-        assert_eq!((b.payload.items(), b.ticket.bytes()), (6, 600));
-        drop(head);
-        assert_eq!(budget.used(), 600);
+        for data in [spans(10), Telemetry::Encoded(spans(10).to_encoded())] {
+            let mut b = Batch::new(data, budget.try_acquire(1000).unwrap());
+            let head = b.split_front(4);
+            assert_eq!((head.items, head.data.items(), head.ticket.bytes()), (4, 4, 400));
+            assert_eq!((b.items, b.data.items(), b.ticket.bytes()), (6, 6, 600));
+            drop(head);
+            assert_eq!(budget.used(), 600);
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_pipelines_get_bytes_and_processing_ones_structs() {
+        let (tx_plain, mut plain) = mpsc::channel(1);
+        let (tx_edit, mut edit) = mpsc::channel(1);
+        let rename = Processor::Resource(vec![crate::config::AttributeAction {
+            key: "service.name".into(),
+            action: crate::config::ActionKind::Upsert,
+            value: Some(crate::config::AttributeValue::String("renamed".into())),
+        }]);
+        let inputs = vec![
+            (Signal::Traces, PipelineInput { name: "plain".into(), processors: vec![], tx: tx_plain }),
+            (Signal::Traces, PipelineInput { name: "edit".into(), processors: vec![rename], tx: tx_edit }),
+        ];
+        let p = Pipelines::new(inputs, MemoryBudget::new(1 << 20, Gauge::default()), Duration::ZERO);
+        let original = traces(1, 1, 3);
+        let request = Telemetry::from_request(Signal::Traces, &original.encode_request()).unwrap();
+        p.accept(request, original.encoded_len()).await.unwrap();
+        let (plain, edit) = (plain.try_recv().unwrap(), edit.try_recv().unwrap());
+        assert!(matches!(plain.data, Telemetry::Encoded(_)));
+        assert_eq!(plain.data.decoded().unwrap().into_owned(), original, "forwarded untouched");
+        let Telemetry::Decoded(Payload::Traces(edited)) = &edit.data else { panic!("decoded for the processor") };
+        assert_eq!(edited[0].resource.as_ref().unwrap().attributes, vec![kv("service.name", "renamed")]);
+        assert_eq!((plain.items, edit.items), (3, 3));
+        assert_eq!(
+            p.budget().used(),
+            original.encoded_len() + Signal::Traces.in_memory_estimate(original.encoded_len()),
+            "bytes are charged their size, structs their estimate"
+        );
     }
 }

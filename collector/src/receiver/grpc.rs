@@ -6,16 +6,10 @@ use std::time::Duration;
 use tonic::server::NamedService;
 use tower::limit::ConcurrencyLimit;
 
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use otlp_fleet::codec::Decoded;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use otlp_fleet::otlp::logs::logs_service_server::{LogsService, LogsServiceServer};
 use otlp_fleet::otlp::metrics::metrics_service_server::{MetricsService, MetricsServiceServer};
 use otlp_fleet::otlp::trace::trace_service_server::{TraceService, TraceServiceServer};
@@ -26,9 +20,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{Accepted, RETRY_AFTER, Rejection, Transport};
 use crate::IngestSlot;
+use crate::encoded::Telemetry;
 use crate::pipeline::Refusal;
 use crate::server::tls::ClientIdentity;
-use crate::signal::{Payload, Signal};
+use crate::signal::Signal;
 
 #[derive(Debug, Clone)]
 pub struct OtlpGrpc {
@@ -66,18 +61,18 @@ impl OtlpGrpc {
         Self { ingest }
     }
 
-    async fn handle<T>(&self, signal: Signal, request: Request<Decoded<T>>) -> Result<Accepted, Status>
-    where
-        Payload: From<T>,
-    {
+    async fn handle(&self, signal: Signal, request: Request<Bytes>) -> Result<Accepted, Status> {
         let started = Instant::now();
         let ingest = self.ingest.load();
         let m = ingest.metrics(signal, Transport::Grpc);
         let identity = request.extensions().get::<ClientIdentity>().cloned().unwrap_or_else(|| {
             ClientIdentity(request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip())))
         });
-        let Decoded { message, wire_len } = request.into_inner();
-        let result = ingest.ingest(Transport::Grpc, &identity, message.into(), wire_len).await.map_err(|r| status(&r));
+        let bytes = request.into_inner();
+        let result = match Telemetry::from_request(signal, &bytes) {
+            Ok(data) => ingest.ingest(Transport::Grpc, &identity, data, bytes.len()).await.map_err(|r| status(&r)),
+            Err(e) => Err(Status::invalid_argument(format!("malformed protobuf: {e}"))),
+        };
         m.request(result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
         m.duration.observe(started.elapsed().as_secs_f64());
         result
@@ -146,10 +141,7 @@ where
 
 #[tonic::async_trait]
 impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<Decoded<ExportTraceServiceRequest>>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(&self, request: Request<Bytes>) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let a = self.handle(Signal::Traces, request).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: (a.rejected > 0)
@@ -160,10 +152,7 @@ impl TraceService for OtlpGrpc {
 
 #[tonic::async_trait]
 impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<Decoded<ExportMetricsServiceRequest>>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(&self, request: Request<Bytes>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let a = self.handle(Signal::Metrics, request).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: (a.rejected > 0)
@@ -174,10 +163,7 @@ impl MetricsService for OtlpGrpc {
 
 #[tonic::async_trait]
 impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<Decoded<ExportLogsServiceRequest>>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(&self, request: Request<Bytes>) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let a = self.handle(Signal::Logs, request).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: (a.rejected > 0)

@@ -26,9 +26,10 @@ use tokio::time::Instant;
 
 use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
 use crate::IngestSlot;
+use crate::encoded::Telemetry;
 use crate::pipeline::Refusal;
 use crate::server::tls::ClientIdentity;
-use crate::signal::{Payload, Signal};
+use crate::signal::Signal;
 
 #[derive(Debug)]
 struct HttpState {
@@ -159,12 +160,12 @@ async fn handle(
         }
         other => return Err(invalid(format!("unsupported content encoding `{other}`: use gzip or zstd"))),
     };
-    let payload = decode(signal, format, &body).map_err(invalid)?;
+    let data = decode(signal, format, &body).map_err(invalid)?;
     let wire_len = match format {
         Format::Protobuf => body.len(),
-        Format::Json => payload.encoded_len(),
+        Format::Json => data.encoded_len(),
     };
-    let accepted = ingest.ingest(Transport::Http, identity, payload, wire_len).await.map_err(|r| match r {
+    let accepted = ingest.ingest(Transport::Http, identity, data, wire_len).await.map_err(|r| match r {
         Rejection::Invalid(msg) => invalid(msg),
         Rejection::Denied(msg) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied, msg, None),
         Rejection::RateLimited(_, wait) => {
@@ -190,17 +191,17 @@ fn inflate(reader: impl Read, limit: usize) -> Result<Bytes, Option<String>> {
     if out.len() > limit { Err(None) } else { Ok(out.into()) }
 }
 
-fn decode(signal: Signal, format: Format, body: &[u8]) -> Result<Payload, String> {
+fn decode(signal: Signal, format: Format, body: &Bytes) -> Result<Telemetry, String> {
     fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         serde_json::from_slice(body).map_err(|e| format!("malformed OTLP JSON: {e}"))
     }
     match format {
-        Format::Protobuf => crate::signal::decode_request(signal, body).map_err(|e| format!("malformed protobuf: {e}")),
-        Format::Json => Ok(match signal {
+        Format::Protobuf => Telemetry::from_request(signal, body).map_err(|e| format!("malformed protobuf: {e}")),
+        Format::Json => Ok(Telemetry::Decoded(match signal {
             Signal::Traces => json::<ExportTraceServiceRequest>(body)?.into(),
             Signal::Metrics => json::<ExportMetricsServiceRequest>(body)?.into(),
             Signal::Logs => json::<ExportLogsServiceRequest>(body)?.into(),
-        }),
+        })),
     }
 }
 

@@ -6,14 +6,15 @@ pub mod http;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::encoded::Telemetry;
 use crate::metrics::{Metrics, ReceiverMetrics};
 use crate::pipeline::{Pipelines, Refusal};
 use crate::server::access::Access;
 use crate::server::ratelimit::RateLimiter;
 use crate::server::tls::ClientIdentity;
-use crate::signal::{Payload, Signal};
+use crate::signal::Signal;
 use crate::tap::TapHub;
-use crate::validate::validate;
+use crate::validate::{Rejected, validate};
 
 /// How long a refused client is asked to wait (gRPC RetryInfo, HTTP Retry-After).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -44,6 +45,12 @@ pub enum Rejection {
     RateLimited(String, Duration),
     #[error("{0}")]
     Refused(Refusal),
+}
+
+impl From<Refusal> for Rejection {
+    fn from(r: Refusal) -> Self {
+        Rejection::Refused(r)
+    }
 }
 
 /// Validation, the tap and admission into the pipelines, shared by every
@@ -80,35 +87,43 @@ impl Ingest {
         &self.metrics[signal.index()][transport as usize]
     }
 
-    /// Takes one decoded request of `wire_len` bytes from `identity`.
+    /// Takes one request of `wire_len` bytes (encoded) from `identity`.
     pub async fn ingest(
         &self,
         transport: Transport,
         identity: &ClientIdentity,
-        mut payload: Payload,
+        data: Telemetry,
         wire_len: usize,
     ) -> Result<Accepted, Rejection> {
-        let signal = payload.signal();
+        let signal = data.signal();
         let m = self.metrics(signal, transport);
         if let Err(why) = self.access.check(&identity.0, signal) {
-            let items = payload.items();
+            let items = data.items();
             m.refused("denied", items as u64);
             self.client_refused(identity, "denied", items);
             tracing::warn!(client = %identity, %signal, "denied by the access rules");
             return Err(Rejection::Denied(why));
         }
-        let rejected = validate(&mut payload);
+        // Encoded data passed the wire walk, which accepts only valid items;
+        // decoded data is validated here, and invalid items are dropped.
+        let (data, rejected) = match data {
+            Telemetry::Decoded(mut payload) => {
+                let rejected = validate(&mut payload);
+                (Telemetry::Decoded(payload), rejected)
+            }
+            encoded => (encoded, Rejected::default()),
+        };
         if rejected.count > 0 {
             m.refused("invalid", rejected.count as u64);
         }
-        if payload.is_empty() {
+        if data.is_empty() {
             return if rejected.count > 0 {
                 Err(Rejection::Invalid(rejected.message()))
             } else {
                 Ok(Accepted::default())
             };
         }
-        let items = payload.items() as u64;
+        let items = data.items() as u64;
         if self.limiter.is_enabled()
             && let Err(wait) = self.limiter.check(&identity.0, items as usize)
         {
@@ -117,16 +132,20 @@ impl Ingest {
             tracing::debug!(client = %identity, %signal, ?wait, "rate limited");
             return Err(Rejection::RateLimited(identity.0.clone(), wait));
         }
-        self.tap.publish(&payload);
-        match self.pipelines.accept(payload, wire_len).await {
+        self.tap.publish(&data);
+        match self.pipelines.accept(data, wire_len).await {
             Ok(()) => {
                 m.accepted_items.inc_by(items);
                 m.accepted_bytes.inc_by(wire_len as u64);
                 Ok(Accepted { rejected: rejected.count as i64, message: rejected.message() })
             }
-            Err(refusal) => {
-                m.refused(refusal.metric_label(), items);
-                Err(Rejection::Refused(refusal))
+            Err(rejection) => {
+                let label = match &rejection {
+                    Rejection::Refused(refusal) => refusal.metric_label(),
+                    _ => "invalid",
+                };
+                m.refused(label, items);
+                Err(rejection)
             }
         }
     }

@@ -155,6 +155,9 @@ impl<'a> Reader<'a> {
 enum Field {
     /// Not in the schema: skipped, as prost skips unknown fields.
     Unknown,
+    /// Walked by the caller, which takes it only with the right wire type;
+    /// anything reaching the schema check is the wrong one.
+    Walked,
     Varint,
     Fixed64,
     Fixed32,
@@ -183,7 +186,7 @@ enum Msg {
     ValueAtQuantile,
 }
 
-use Field::{Bytes, Fixed32, Fixed64, Message as M, RepeatedFixed64, RepeatedVarint, Str, Unknown, Varint};
+use Field::{Bytes, Fixed32, Fixed64, Message as M, RepeatedFixed64, RepeatedVarint, Str, Unknown, Varint, Walked};
 
 impl Msg {
     /// Fields by tag number (index 0 is never a tag).
@@ -275,7 +278,7 @@ fn id(value: Option<&[u8]>, len: usize, optional: bool) -> Walk {
 /// The resource → scope → item levels, the same for the three signals:
 /// `items` walks one scope's item and returns how many items it counts for.
 fn resource_level(body: &[u8], depth: u32, scope: fn(&[u8], u32) -> Walk<usize>) -> Walk<usize> {
-    const FIELDS: &[Field] = &[Unknown, M(Msg::Resource), Unknown, Str];
+    const FIELDS: &[Field] = &[Unknown, M(Msg::Resource), Walked, Str];
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
     let (mut items, mut scopes) = (0, 0);
     let mut r = Reader::new(body);
@@ -295,7 +298,7 @@ fn resource_level(body: &[u8], depth: u32, scope: fn(&[u8], u32) -> Walk<usize>)
 /// A scope: its items are field 2, each walked by `item`, which returns the
 /// count it stands for.
 fn scope_level(body: &[u8], depth: u32, item: fn(&[u8], u32) -> Walk<usize>) -> Walk<usize> {
-    const FIELDS: &[Field] = &[Unknown, M(Msg::Scope), Unknown, Str];
+    const FIELDS: &[Field] = &[Unknown, M(Msg::Scope), Walked, Str];
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
     let (mut items, mut entries) = (0, 0);
     let mut r = Reader::new(body);
@@ -327,11 +330,11 @@ fn resource_logs(body: &[u8], depth: u32) -> Walk<usize> {
 fn span(body: &[u8], depth: u32) -> Walk<usize> {
     const FIELDS: &[Field] = &[
         Unknown,
-        Bytes,
-        Bytes,
-        Str, // trace_state
-        Bytes,
-        Str, // name
+        Walked, // trace_id
+        Walked, // span_id
+        Str,    // trace_state
+        Walked, // parent_span_id
+        Str,    // name
         Varint,
         Fixed64,
         Fixed64,
@@ -339,7 +342,7 @@ fn span(body: &[u8], depth: u32) -> Walk<usize> {
         Varint,
         M(Msg::Event),
         Varint,
-        Unknown, // links, walked below
+        Walked, // links
         Varint,
         M(Msg::SpanStatus),
         Fixed32, // flags
@@ -371,7 +374,7 @@ fn span(body: &[u8], depth: u32) -> Walk<usize> {
 }
 
 fn link(body: &[u8], depth: u32) -> Walk {
-    const FIELDS: &[Field] = &[Unknown, Bytes, Bytes, Str, M(Msg::KeyValue), Varint, Fixed32];
+    const FIELDS: &[Field] = &[Unknown, Walked, Walked, Str, M(Msg::KeyValue), Varint, Fixed32];
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
     let (mut trace_id, mut span_id) = (None, None);
     let mut r = Reader::new(body);
@@ -397,8 +400,8 @@ fn log_record(body: &[u8], depth: u32) -> Walk<usize> {
         M(Msg::KeyValue),
         Varint,
         Fixed32, // flags
-        Unknown, // trace_id, checked below
-        Unknown, // span_id, checked below
+        Walked,  // trace_id
+        Walked,  // span_id
         Fixed64, // observed_time_unix_nano
         Str,     // event_name
     ];
@@ -431,17 +434,17 @@ enum Data {
 fn metric(body: &[u8], depth: u32) -> Walk<usize> {
     const FIELDS: &[Field] = &[
         Unknown,
-        Unknown, // name, checked below
-        Str,     // description
-        Str,     // unit
+        Walked, // name
+        Str,    // description
+        Str,    // unit
         Unknown,
-        Unknown, // data fields 5, 7, 9, 10, 11, walked below
+        Walked, // gauge
         Unknown,
+        Walked, // sum
         Unknown,
-        Unknown,
-        Unknown,
-        Unknown,
-        Unknown,
+        Walked,           // histogram
+        Walked,           // exponential histogram
+        Walked,           // summary
         M(Msg::KeyValue), // metadata
     ];
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
@@ -482,9 +485,9 @@ fn metric(body: &[u8], depth: u32) -> Walk<usize> {
 fn data_points(data: Data, body: &[u8], depth: u32) -> Walk<usize> {
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
     let fields: &[Field] = match data {
-        Data::Gauge | Data::Summary => &[],
-        Data::Sum => &[Unknown, Unknown, Varint, Varint],
-        Data::Histogram | Data::ExponentialHistogram => &[Unknown, Unknown, Varint],
+        Data::Gauge | Data::Summary => &[Unknown, Walked],
+        Data::Sum => &[Unknown, Walked, Varint, Varint],
+        Data::Histogram | Data::ExponentialHistogram => &[Unknown, Walked, Varint],
     };
     let mut points = 0;
     let mut r = Reader::new(body);
@@ -507,7 +510,7 @@ fn data_point(data: Data, body: &[u8], depth: u32) -> Walk {
         Fixed64, // start_time_unix_nano
         Fixed64, // time_unix_nano
         Fixed64, // as_double
-        Unknown, // exemplars, walked below
+        Walked,  // exemplars
         Fixed64, // as_int (sfixed64)
         M(Msg::KeyValue),
         Varint, // flags
@@ -521,7 +524,7 @@ fn data_point(data: Data, body: &[u8], depth: u32) -> Walk {
         Fixed64, // sum
         RepeatedFixed64,
         RepeatedFixed64, // explicit_bounds
-        Unknown,         // exemplars, walked below
+        Walked,          // exemplars
         M(Msg::KeyValue),
         Varint,
         Fixed64, // min
@@ -539,7 +542,7 @@ fn data_point(data: Data, body: &[u8], depth: u32) -> Walk {
         M(Msg::Buckets),
         M(Msg::Buckets),
         Varint,  // flags
-        Unknown, // exemplars, walked below
+        Walked,  // exemplars
         Fixed64, // min
         Fixed64, // max
         Fixed64, // zero_threshold
@@ -566,7 +569,6 @@ fn data_point(data: Data, body: &[u8], depth: u32) -> Walk {
     while let Some((tag, value)) = r.field()? {
         match value {
             Value::Len(e) if tag == exemplars => exemplar(e, depth)?,
-            _ if tag == exemplars => return Err(NeedsDecode),
             _ => check(fields, tag, value, depth)?,
         }
     }
@@ -580,8 +582,8 @@ fn exemplar(body: &[u8], depth: u32) -> Walk {
         Unknown,
         Fixed64, // time_unix_nano
         Fixed64, // as_double
-        Unknown, // span_id, checked below
-        Unknown, // trace_id, checked below
+        Walked,  // span_id
+        Walked,  // trace_id
         Fixed64, // as_int
         M(Msg::KeyValue),
     ];

@@ -108,6 +108,12 @@ impl Proc {
         let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("run kill");
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
+
+    /// SIGTERM, then [`Proc::wait_exit`].
+    async fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        self.sigterm();
+        self.wait_exit(deadline).await
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, failing after [`DEADLINE`].
@@ -160,6 +166,16 @@ impl Running {
         let resp = http_client().get(self.telemetry_url("/metrics")).send().await.expect("GET /metrics");
         resp.text().await.expect("metrics body")
     }
+
+    /// Whether `/metrics` has exactly this line, e.g. `otlp_tap_subscribers 1`.
+    async fn has_metric(&self, line: &str) -> bool {
+        self.metrics_text().await.lines().any(|l| l == line)
+    }
+
+    /// Waits until `/metrics` has exactly this line.
+    async fn wait_metric(&self, line: &str) {
+        wait_for(&format!("`{line}` in /metrics"), || async { self.has_metric(line).await.then_some(()) }).await
+    }
 }
 
 /// Starts `otlp-collector --config <dir>/config.yaml` with the YAML (and
@@ -199,6 +215,11 @@ async fn start_collector(dir: &Path, setup: impl Fn(Ports) -> (String, Vec<(&'st
     unreachable!("the loop returns or panics")
 }
 
+/// [`start_collector`] with only a config file (no environment overrides).
+async fn start_with_config(dir: &Path, yaml: impl Fn(Ports) -> String) -> Running {
+    start_collector(dir, |p| (yaml(p), vec![])).await
+}
+
 fn string_value(s: &str) -> Option<AnyValue> {
     Some(AnyValue { value: Some(any_value::Value::StringValue(s.to_owned())) })
 }
@@ -216,6 +237,11 @@ fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
         scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
         ..Default::default()
     }
+}
+
+/// A request with one resource (`service.name` = `service`) holding `spans`.
+fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest { resource_spans: vec![resource_spans(service, spans)] }
 }
 
 fn span(name: &str, span_id: [u8; 8]) -> Span {
@@ -255,6 +281,19 @@ fn spans_of(requests: &[ExportTraceServiceRequest]) -> impl Iterator<Item = (&Re
         .iter()
         .flat_map(|r| &r.resource_spans)
         .flat_map(|rs| rs.scope_spans.iter().flat_map(move |ss| ss.spans.iter().map(move |s| (rs, s))))
+}
+
+/// Waits until the file exporter wrote at least `n` spans to `path`; returns what it wrote.
+async fn wait_spans(path: &Path, n: usize) -> Vec<ExportTraceServiceRequest> {
+    wait_for(&format!("{n} spans in {}", path.display()), || async {
+        let written = written_traces(path);
+        (spans_of(&written).count() >= n).then_some(written)
+    })
+    .await
+}
+
+fn span_names(requests: &[ExportTraceServiceRequest]) -> Vec<String> {
+    spans_of(requests).map(|(_, s)| s.name.clone()).collect()
 }
 
 fn service_name(rs: &ResourceSpans) -> Option<String> {
@@ -408,8 +447,7 @@ async fn load(
             .collect();
         seq += 1;
         let ids: Vec<Vec<u8>> = spans.iter().map(|s| s.span_id.clone()).collect();
-        let request = ExportTraceServiceRequest { resource_spans: vec![resource_spans("load", spans)] };
-        match client.export(request).await {
+        match client.export(request("load", spans)).await {
             Ok(resp) => {
                 let partial = resp.into_inner().partial_success;
                 assert!(partial.as_ref().is_none_or(|p| p.rejected_spans == 0), "valid spans rejected: {partial:?}");
@@ -435,8 +473,8 @@ async fn load(
 async fn sigterm_under_load_loses_no_acknowledged_span() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let c = start_collector(dir.path(), |p| {
-        let yaml = format!(
+    let mut c = start_with_config(dir.path(), |p| {
+        format!(
             r#"
 receivers:
   otlp:
@@ -456,11 +494,9 @@ service:
             grpc = p.grpc,
             telemetry = p.telemetry,
             out = out.display()
-        );
-        (yaml, vec![])
+        )
     })
     .await;
-    let mut c = c;
 
     let acked_total = Arc::new(AtomicUsize::new(0));
     let sigterm = Arc::new(OnceLock::new());
@@ -477,9 +513,7 @@ service:
     let acked_at_sigterm = acked_total.load(Ordering::SeqCst);
     let written_at_sigterm = spans_of(&written_traces(&out)).count();
     sigterm.set(Instant::now()).unwrap();
-    c.proc.sigterm();
-
-    let status = c.proc.wait_exit(Duration::from_secs(45)).await;
+    let status = c.proc.terminate(Duration::from_secs(45)).await;
     let stderr = c.proc.stderr();
     assert!(status.success(), "SIGTERM is a clean exit, got {status}; stderr:\n{stderr}");
     stop.store(true, Ordering::SeqCst);
@@ -490,7 +524,7 @@ service:
 
     // The collector is gone: a new request is refused by the transport, visibly.
     let after = client(&c.grpc_url())
-        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("late", vec![span("late", [9; 8])])] })
+        .export(request("late", vec![span("late", [9; 8])]))
         .await
         .expect_err("no collector, no acknowledgement");
     assert_eq!(after.code(), Code::Unavailable, "{after:?}");
@@ -560,7 +594,7 @@ service:
 async fn tap_prints_only_the_matching_live_spans_and_exits_after_count() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let c = start_collector(dir.path(), |p| (file_exporter_yaml(p, &out), vec![])).await;
+    let c = start_with_config(dir.path(), |p| file_exporter_yaml(p, &out)).await;
 
     let mut cmd = collector_cmd();
     cmd.args([
@@ -584,18 +618,14 @@ async fn tap_prints_only_the_matching_live_spans_and_exits_after_count() {
         let stderr = tap.stderr();
         async move {
             assert!(exited.is_none(), "the tap exited early ({exited:?}):\n{stderr}");
-            c.metrics_text().await.lines().any(|l| l == "otlp_tap_subscribers 1").then_some(())
+            c.has_metric("otlp_tap_subscribers 1").await.then_some(())
         }
     })
     .await;
 
     let mut grpc = client(&c.grpc_url());
     // First a request with no checkout span at all, then one that mixes services.
-    grpc.export(ExportTraceServiceRequest {
-        resource_spans: vec![resource_spans("cart", vec![span("cart-op-0", [1; 8])])],
-    })
-    .await
-    .expect("export cart");
+    grpc.export(request("cart", vec![span("cart-op-0", [1; 8])])).await.expect("export cart");
     grpc.export(ExportTraceServiceRequest {
         resource_spans: vec![
             resource_spans("cart", vec![span("cart-op-1", [2; 8])]),
@@ -623,12 +653,8 @@ async fn tap_prints_only_the_matching_live_spans_and_exits_after_count() {
     );
 
     // The tap only watched: everything still reached the exporter.
-    let n = wait_for("4 spans in the file", || {
-        let n = spans_of(&written_traces(&out)).count();
-        async move { (n >= 4).then_some(n) }
-    })
-    .await;
-    assert_eq!(n, 4, "every span exactly once");
+    let written = wait_spans(&out, 4).await;
+    assert_eq!(spans_of(&written).count(), 4, "every span exactly once");
 }
 
 // ---------------------------------------------------------------- default run
@@ -649,10 +675,7 @@ async fn default_run_logs_each_batch_as_a_json_line_on_stderr() {
     .await;
 
     let spans = vec![span("default-0", [5; 8]), span("default-1", [6; 8]), span("default-2", [7; 8])];
-    client(&c.grpc_url())
-        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("default-run", spans)] })
-        .await
-        .expect("export to the port from GRPC_PORT");
+    client(&c.grpc_url()).export(request("default-run", spans)).await.expect("export to the port from GRPC_PORT");
 
     let line: serde_json::Value = wait_for("a `batch received` log line", || {
         let stderr = c.proc.stderr();
@@ -674,8 +697,7 @@ async fn default_run_logs_each_batch_as_a_json_line_on_stderr() {
     assert_eq!(line["signal"], "traces", "{line}");
     assert_eq!(line["items"], 3, "{line}");
 
-    c.proc.sigterm();
-    let status = c.proc.wait_exit(DEADLINE).await;
+    let status = c.proc.terminate(DEADLINE).await;
     assert!(status.success(), "{status}:\n{}", c.proc.stderr());
     let stdout = std::fs::read_to_string(dir.path().join("collector.stdout")).unwrap();
     assert!(stdout.is_empty(), "logs go to stderr, stdout stays empty:\n{stdout}");
@@ -693,12 +715,9 @@ async fn a_changed_config_file_is_applied_without_a_restart_and_a_bad_one_is_ref
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("first.jsonl");
     let second = dir.path().join("second.jsonl");
-    let c = start_collector(dir.path(), |p| (file_exporter_yaml(p, &first), vec![])).await;
+    let c = start_with_config(dir.path(), |p| file_exporter_yaml(p, &first)).await;
     let mut client = client(&c.grpc_url());
-    client
-        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("before", [1; 8])])] })
-        .await
-        .unwrap();
+    client.export(request("svc", vec![span("before", [1; 8])])).await.unwrap();
 
     let config = dir.path().join("config.yaml");
     let yaml = file_exporter_yaml(c.ports, &second)
@@ -708,40 +727,19 @@ async fn a_changed_config_file_is_applied_without_a_restart_and_a_bad_one_is_ref
         )
         .replace("processors: [batch]", "processors: [attributes/tag, batch]");
     replace_file(&config, &yaml);
-    wait_for("the reload", || async { c.metrics_text().await.contains("otlp_config_reloads_total 1").then_some(()) })
-        .await;
-    client
-        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("after", [2; 8])])] })
-        .await
-        .unwrap();
-    let after = wait_for("the span in the new file", || async {
-        let w = written_traces(&second);
-        (!w.is_empty()).then_some(w)
-    })
-    .await;
+    c.wait_metric("otlp_config_reloads_total 1").await;
+    client.export(request("svc", vec![span("after", [2; 8])])).await.unwrap();
+    let after = wait_spans(&second, 1).await;
     let (_, s) = spans_of(&after).next().unwrap();
     assert_eq!(s.name, "after");
     assert!(s.attributes.iter().any(|kv| kv.key == "reloaded"), "the new processor applies");
-    let before = wait_for("the first span in the old file", || async {
-        let w = written_traces(&first);
-        (!w.is_empty()).then_some(w)
-    })
-    .await;
-    assert_eq!(spans_of(&before).map(|(_, s)| s.name.clone()).collect::<Vec<_>>(), vec!["before"]);
+    assert_eq!(span_names(&wait_spans(&first, 1).await), ["before"]);
 
     // A broken file is refused; the running configuration stays.
     replace_file(&config, "receivers: {otlp: {grpc: {endpont: 1}}}\n");
-    wait_for("the refused reload", || async {
-        c.metrics_text().await.contains("otlp_config_reload_failures_total 1").then_some(())
-    })
-    .await;
+    c.wait_metric("otlp_config_reload_failures_total 1").await;
     assert!(c.proc.stderr().contains("unknown field `endpont`"), "the error names the key:\n{}", c.proc.stderr());
-    client
-        .export(ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![span("still", [3; 8])])] })
-        .await
-        .unwrap();
-    wait_for("the span after the refused reload", || async {
-        (spans_of(&written_traces(&second)).count() == 2).then_some(())
-    })
-    .await;
+    client.export(request("svc", vec![span("still", [3; 8])])).await.unwrap();
+    let written = wait_spans(&second, 2).await;
+    assert_eq!(spans_of(&written).count(), 2, "the span after the refused reload, once");
 }

@@ -5,17 +5,20 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use common::{Operator, WAIT, columns, get, install_crd, manifest, wait_ready};
 use e2e::{TestNs, wait_until, with_temp_ns};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
 use kube::{Api, Resource};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -24,6 +27,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otlp_operator::api::OtlpCollector;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::de::DeserializeOwned;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 async fn deployment_replicas(ns: &TestNs) -> anyhow::Result<Option<i32>> {
@@ -95,23 +99,111 @@ async fn child_versions(ns: &TestNs) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// The Deployment's pod-template restart hash (config the collector cannot hot-reload).
-async fn restart_hash(ns: &TestNs) -> anyhow::Result<String> {
-    let d: Deployment = get(ns, "edge-collector").await?.context("deployment")?;
-    let ann = d.spec.template.metadata.and_then(|m| m.annotations).unwrap_or_default();
-    ann.get("otlpfleet.dev/restart-hash").cloned().context("no restart-hash on the pod template")
+fn restart_hash(d: &Deployment) -> Option<&str> {
+    let ann = d.spec.template.metadata.as_ref()?.annotations.as_ref()?;
+    ann.get("otlpfleet.dev/restart-hash").map(String::as_str)
 }
 
-async fn wait_config(ns: &TestNs, needle: &str) -> anyhow::Result<()> {
-    wait_until(&format!("the ConfigMap to carry {needle}"), WAIT, || async {
-        let cm: Option<ConfigMap> = get(ns, "edge-collector").await?;
-        let yaml = cm.and_then(|c| c.data).and_then(|mut d| d.remove("collector.yaml")).unwrap_or_default();
-        Ok(yaml.contains(needle).then_some(()))
-    })
-    .await
+async fn current_restart_hash(ns: &TestNs) -> anyhow::Result<String> {
+    let d: Deployment = get(ns, "edge-collector").await?.context("deployment")?;
+    restart_hash(&d).map(str::to_owned).context("no restart-hash on the pod template")
+}
+
+/// The collector config the operator rendered into its ConfigMap.
+fn collector_yaml(cm: &ConfigMap) -> Option<&str> {
+    cm.data.as_ref()?.get("collector.yaml").map(String::as_str)
+}
+
+fn condition<'a>(cr: &'a OtlpCollector, type_: &str) -> Option<&'a Condition> {
+    cr.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 async fn events(ns: &TestNs) -> anyhow::Result<Vec<Event>> {
     Ok(Api::<Event>::namespaced(ns.client.clone(), &ns.name).list(&ListParams::default()).await?.items)
+}
+
+// What a user does: kubectl against the OtlpCollector `edge`.
+
+async fn apply(ns: &TestNs, yaml: &str) -> anyhow::Result<String> {
+    ns.kubectl(&["apply", "-f", "-"], Some(yaml)).await
+}
+
+/// `kubectl patch otlpc edge --type=merge -p <patch>`.
+async fn patch_edge(ns: &TestNs, patch: &str) -> anyhow::Result<()> {
+    ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", patch], None).await?;
+    Ok(())
+}
+
+async fn scale_edge(ns: &TestNs, replicas: u32) -> anyhow::Result<()> {
+    ns.kubectl(&["scale", "otlpc", "edge", &format!("--replicas={replicas}")], None).await?;
+    Ok(())
+}
+
+// What the tests wait for: a condition on the API server, with a deadline.
+
+/// Waits until the object `name` exists and `holds`; returns it.
+async fn wait_for<K>(
+    ns: &TestNs,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    holds: impl Fn(&K) -> bool,
+) -> anyhow::Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    wait_until(what, timeout, || async { Ok(get::<K>(ns, name).await?.filter(|o| holds(o))) }).await
+}
+
+/// Waits until none of the objects `names` of kind `K` exists.
+async fn wait_pruned<K>(ns: &TestNs, names: &[&str]) -> anyhow::Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let what = format!("{} {} to be pruned", K::kind(&()), names.join(", "));
+    wait_until(&what, WAIT, || async {
+        for name in names {
+            if get::<K>(ns, name).await?.is_some() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await
+}
+
+async fn wait_config(ns: &TestNs, needle: &str) -> anyhow::Result<()> {
+    let what = format!("the ConfigMap to carry {needle}");
+    let carries = |cm: &ConfigMap| collector_yaml(cm).is_some_and(|y| y.contains(needle));
+    wait_for(ns, "edge-collector", &what, WAIT, carries).await?;
+    Ok(())
+}
+
+/// Waits until `edge` reports `type_=status` for its current generation; returns it.
+async fn wait_condition(ns: &TestNs, type_: &str, status: &str) -> anyhow::Result<OtlpCollector> {
+    wait_for(ns, "edge", &format!("{type_}={status}"), WAIT, |cr: &OtlpCollector| {
+        condition(cr, type_).is_some_and(|c| c.status == status && c.observed_generation == cr.metadata.generation)
+    })
+    .await
+}
+
+async fn wait_event(ns: &TestNs, reason: &str) -> anyhow::Result<()> {
+    wait_until(&format!("an {reason} event"), WAIT, || async {
+        Ok(events(ns).await?.iter().any(|e| e.reason.as_deref() == Some(reason)).then_some(()))
+    })
+    .await
+}
+
+/// Waits until `kubectl get otlpc edge` shows `n/n` Running, then checks the Deployment asks for `n`.
+async fn wait_scaled(ns: &TestNs, n: i32) -> anyhow::Result<()> {
+    wait_ready(ns, "edge", &format!("{n}/{n}")).await?;
+    let replicas = deployment_replicas(ns).await?;
+    ensure!(replicas == Some(n), "the Deployment asks for {replicas:?} replicas, not {n}");
+    Ok(())
+}
+
+async fn wait_leading(op: &Operator, identity: &str) -> anyhow::Result<()> {
+    wait_until(&format!("{identity} to lead"), WAIT, || async { Ok(op.is_leader().then_some(())) }).await
 }
 
 #[tokio::test]
@@ -119,7 +211,7 @@ async fn the_issue_manifest_becomes_a_ready_mtls_fleet_and_a_restart_changes_not
     with_temp_ns("op-manifest", |ns| async move {
         install_crd(&ns).await?;
         let op = Operator::start(&ns, "op-a");
-        ns.kubectl(&["apply", "-f", "-"], Some(&manifest(&ns.name))).await?;
+        apply(&ns, &manifest(&ns.name)).await?;
 
         let c = wait_ready(&ns, "edge", "2/2").await?;
         ensure!(c[3] == otlp_operator::VERSION && c[4] == "MutualTLS", "columns: {c:?}");
@@ -140,8 +232,8 @@ async fn the_issue_manifest_becomes_a_ready_mtls_fleet_and_a_restart_changes_not
         ensure!(hpa.spec.scale_target_ref.kind == "OtlpCollector" && hpa.spec.max_replicas == 6);
         ensure!(get::<PodDisruptionBudget>(&ns, "edge-collector").await?.is_some(), "pdb");
         let cm: ConfigMap = get(&ns, "edge-collector").await?.context("configmap")?;
-        let yaml = cm.data.context("configmap data")?.remove("collector.yaml").context("collector.yaml")?;
-        let config = otlp_collector::config::Config::from_yaml(&yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let yaml = collector_yaml(&cm).context("collector.yaml")?;
+        let config = otlp_collector::config::Config::from_yaml(yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
         ensure!(config.receivers.otlp.tls.and_then(|t| t.client_ca_file).is_some(), "mTLS in the rendered config");
 
         // The serving certificate verifies against the CA for the Service DNS names.
@@ -294,7 +386,7 @@ async fn a_collector_started_from_what_the_operator_wrote_accepts_an_mtls_client
     with_temp_ns("op-mtls", |ns| async move {
         install_crd(&ns).await?;
         let op = Operator::start(&ns, "op-a");
-        ns.kubectl(&["apply", "-f", "-"], Some(&manifest(&ns.name))).await?;
+        apply(&ns, &manifest(&ns.name)).await?;
         wait_ready(&ns, "edge", "2/2").await?;
         op.wait_quiet().await?;
 
@@ -374,11 +466,10 @@ async fn kubectl_scale_and_the_hpa_set_replicas_and_the_operator_does_not_fight_
         // Without autoscaling first: kubectl scale goes through the scale subresource.
         let plain = manifest(&ns.name)
             .replace("  autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilization: 70}\n", "");
-        ns.kubectl(&["apply", "-f", "-"], Some(&plain)).await?;
+        apply(&ns, &plain).await?;
         wait_ready(&ns, "edge", "2/2").await?;
-        ns.kubectl(&["scale", "otlpc", "edge", "--replicas=3"], None).await?;
-        wait_ready(&ns, "edge", "3/3").await?;
-        ensure!(deployment_replicas(&ns).await? == Some(3));
+        scale_edge(&ns, 3).await?;
+        wait_scaled(&ns, 3).await?;
         let scale = ns
             .kubectl(
                 &[
@@ -396,31 +487,13 @@ async fn kubectl_scale_and_the_hpa_set_replicas_and_the_operator_does_not_fight_
 
         // With autoscaling, the HPA owns spec.replicas: raising minReplicas makes it scale the
         // OtlpCollector (not the Deployment) and the operator follows.
-        ns.kubectl(
-            &[
-                "patch",
-                "otlpc",
-                "edge",
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"autoscaling":{"minReplicas":4,"maxReplicas":6,"targetCPUUtilization":70}}}"#,
-            ],
-            None,
-        )
-        .await?;
-        wait_until("the HPA to scale the OtlpCollector to 4", Duration::from_secs(90), || async {
-            let cr: Option<OtlpCollector> = get(&ns, "edge").await?;
-            Ok((cr.map(|c| c.spec.replicas) == Some(4)).then_some(()))
-        })
-        .await?;
-        wait_ready(&ns, "edge", "4/4").await?;
-        ensure!(deployment_replicas(&ns).await? == Some(4));
+        patch_edge(&ns, r#"{"spec":{"autoscaling":{"minReplicas":4,"maxReplicas":6,"targetCPUUtilization":70}}}"#)
+            .await?;
+        let hpa_scaled = |cr: &OtlpCollector| cr.spec.replicas == 4;
+        wait_for(&ns, "edge", "the HPA to scale the OtlpCollector to 4", Duration::from_secs(90), hpa_scaled).await?;
+        wait_scaled(&ns, 4).await?;
         // A reconcile (spec change elsewhere) keeps what the HPA decided.
-        ns.kubectl(
-            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxConnections":5000}}}"#],
-            None,
-        )
-        .await?;
+        patch_edge(&ns, r#"{"spec":{"limits":{"maxConnections":5000}}}"#).await?;
         op.wait_quiet().await?;
         ensure!(deployment_replicas(&ns).await? == Some(4), "the operator overwrote the HPA's replicas");
         let cr: OtlpCollector = get(&ns, "edge").await?.context("cr")?;
@@ -435,67 +508,47 @@ async fn spec_changes_update_children_and_what_no_longer_belongs_is_pruned() -> 
     with_temp_ns("op-prune", |ns| async move {
         install_crd(&ns).await?;
         let op = Operator::start(&ns, "op-a");
-        ns.kubectl(&["apply", "-f", "-"], Some(&manifest(&ns.name))).await?;
+        apply(&ns, &manifest(&ns.name)).await?;
         wait_ready(&ns, "edge", "2/2").await?;
         let pods_before = ns.kubectl(&["get", "pods", "-o", "name"], None).await?;
 
         // A change the collector hot-reloads updates the ConfigMap and does not restart pods.
-        let template_before = restart_hash(&ns).await?;
-        ns.kubectl(
-            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"memoryLimitMiB":1024}}}"#],
-            None,
-        )
-        .await?;
+        let template_before = current_restart_hash(&ns).await?;
+        patch_edge(&ns, r#"{"spec":{"limits":{"memoryLimitMiB":1024}}}"#).await?;
         wait_config(&ns, "memory_limit_mib: 1024").await?;
         op.wait_quiet().await?;
-        ensure!(restart_hash(&ns).await? == template_before, "a hot-reloadable change touched the pod template");
+        ensure!(
+            current_restart_hash(&ns).await? == template_before,
+            "a hot-reloadable change touched the pod template"
+        );
         ensure!(
             ns.kubectl(&["get", "pods", "-o", "name"], None).await? == pods_before,
             "a config change restarted pods"
         );
         // A listener setting (the collector keeps its listeners on reload) rolls the pods instead.
-        ns.kubectl(
-            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"limits":{"maxMessageBytes":1048576}}}"#],
-            None,
-        )
-        .await?;
+        patch_edge(&ns, r#"{"spec":{"limits":{"maxMessageBytes":1048576}}}"#).await?;
         wait_config(&ns, "max_message_bytes: 1048576").await?;
-        wait_until("the pod template to change", WAIT, || async {
-            Ok((restart_hash(&ns).await? != template_before).then_some(()))
-        })
-        .await?;
+        let rolled = |d: &Deployment| restart_hash(d).is_some_and(|h| h != template_before);
+        wait_for(&ns, "edge-collector", "the pod template to change", WAIT, rolled).await?;
 
         // Autoscaling off: the HPA goes. TLS off: the certificate Secrets go.
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"autoscaling":null}}"#], None).await?;
-        wait_until("the HPA to be pruned", WAIT, || async {
-            Ok(get::<HorizontalPodAutoscaler>(&ns, "edge-collector").await?.is_none().then_some(()))
-        })
-        .await?;
-        ns.kubectl(&["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"tls":{"mode":"Disabled"}}}"#], None)
-            .await?;
-        wait_until("the TLS secrets to be pruned", WAIT, || async {
-            let gone = get::<Secret>(&ns, "edge-collector-tls").await?.is_none()
-                && get::<Secret>(&ns, "edge-ca").await?.is_none();
-            Ok(gone.then_some(()))
-        })
-        .await?;
+        patch_edge(&ns, r#"{"spec":{"autoscaling":null}}"#).await?;
+        wait_pruned::<HorizontalPodAutoscaler>(&ns, &["edge-collector"]).await?;
+        patch_edge(&ns, r#"{"spec":{"tls":{"mode":"Disabled"}}}"#).await?;
+        wait_pruned::<Secret>(&ns, &["edge-collector-tls", "edge-ca"]).await?;
         let c = wait_ready(&ns, "edge", "2/2").await?;
         ensure!(c[4] == "Disabled", "columns {c:?}");
         let d: Deployment = get(&ns, "edge-collector").await?.context("deployment")?;
         let pod = d.spec.template.spec.context("pod")?;
         ensure!(!pod.volumes.unwrap_or_default().iter().any(|v| v.name == "tls"), "the tls volume is gone");
         // replicas 2 without autoscaling still has a PDB; 1 has none.
-        ns.kubectl(&["scale", "otlpc", "edge", "--replicas=1"], None).await?;
-        wait_until("the PDB to be pruned", WAIT, || async {
-            Ok(get::<PodDisruptionBudget>(&ns, "edge-collector").await?.is_none().then_some(()))
-        })
-        .await?;
+        scale_edge(&ns, 1).await?;
+        wait_pruned::<PodDisruptionBudget>(&ns, &["edge-collector"]).await?;
 
         // Deleting the OtlpCollector removes every child (owner references).
         ns.kubectl(&["delete", "otlpc", "edge", "--wait=true"], None).await?;
         wait_until("every child to be deleted", Duration::from_secs(90), || async {
-            let left = child_versions(&ns).await?;
-            Ok(left.is_empty().then_some(()))
+            Ok(child_versions(&ns).await?.is_empty().then_some(()))
         })
         .await?;
         op.stop().await
@@ -524,7 +577,7 @@ async fn an_invalid_spec_is_rejected_with_a_readable_message_or_reported_in_stat
             (m.replace("{mode: MutualTLS}", "{mode: Mutual}"), "Unsupported value: \"Mutual\""),
             (m.replace("targetCPUUtilization: 70", "targetCPUUtilization: 170"), "should be less than or equal to 100"),
         ] {
-            match ns.kubectl(&["apply", "-f", "-"], Some(&bad)).await {
+            match apply(&ns, &bad).await {
                 Ok(out) => bail!("accepted an invalid spec ({message}): {out}"),
                 Err(e) => ensure!(format!("{e:#}").contains(message), "expected {message:?} in: {e:#}"),
             }
@@ -532,55 +585,22 @@ async fn an_invalid_spec_is_rejected_with_a_readable_message_or_reported_in_stat
 
         // What only the collector's validation can see is a condition and an Event, not a crash loop.
         let op = Operator::start(&ns, "op-a");
-        ns.kubectl(&["apply", "-f", "-"], Some(&m)).await?;
+        apply(&ns, &m).await?;
         wait_ready(&ns, "edge", "2/2").await?;
-        ns.kubectl(
-            &["patch", "otlpc", "edge", "--type=merge", "-p", r#"{"spec":{"exporter":{"endpoint":"tempo:4317"}}}"#],
-            None,
-        )
-        .await?;
-        let cr = wait_until("ConfigValid=False", WAIT, || async {
-            let cr: Option<OtlpCollector> = get(&ns, "edge").await?;
-            let invalid = cr.as_ref().and_then(|c| c.status.as_ref()).is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == "ConfigValid"
-                        && c.status == "False"
-                        && c.observed_generation == cr.as_ref().and_then(|c| c.metadata.generation)
-                })
-            });
-            Ok(if invalid { cr } else { None })
-        })
-        .await?;
-        let st = cr.status.context("status")?;
-        let cond = st.conditions.iter().find(|c| c.type_ == "ConfigValid").context("ConfigValid")?;
+        patch_edge(&ns, r#"{"spec":{"exporter":{"endpoint":"tempo:4317"}}}"#).await?;
+        let cr = wait_condition(&ns, "ConfigValid", "False").await?;
+        let cond = condition(&cr, "ConfigValid").context("ConfigValid")?;
         ensure!(cond.message.contains("exporters.otlp.endpoint"), "message: {}", cond.message);
-        ensure!(st.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True"));
+        ensure!(condition(&cr, "Degraded").is_some_and(|c| c.status == "True"), "Degraded: {:?}", cr.status);
         let c = columns(&ns, "edge").await?;
         ensure!(c[2] == "Degraded", "columns {c:?}");
         let cm: ConfigMap = get(&ns, "edge-collector").await?.context("configmap")?;
-        ensure!(
-            !cm.data.unwrap_or_default().get("collector.yaml").is_some_and(|y| y.contains("tempo")),
-            "the running fleet was left untouched"
-        );
-        wait_until("an InvalidSpec event", WAIT, || async {
-            Ok(events(&ns).await?.iter().any(|e| e.reason.as_deref() == Some("InvalidSpec")).then_some(()))
-        })
-        .await?;
+        ensure!(!collector_yaml(&cm).is_some_and(|y| y.contains("tempo")), "the running fleet was left untouched");
+        wait_event(&ns, "InvalidSpec").await?;
         let failures = op.metrics.encode();
         ensure!(failures.contains("error=\"invalid_spec\""), "failures metric: {failures}");
         // Fixing the spec recovers.
-        ns.kubectl(
-            &[
-                "patch",
-                "otlpc",
-                "edge",
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"exporter":{"endpoint":"http://tempo:4317"}}}"#,
-            ],
-            None,
-        )
-        .await?;
+        patch_edge(&ns, r#"{"spec":{"exporter":{"endpoint":"http://tempo:4317"}}}"#).await?;
         wait_ready(&ns, "edge", "2/2").await?;
         op.stop().await
     })
@@ -592,9 +612,9 @@ async fn with_two_operators_only_the_leader_writes_and_the_other_takes_over() ->
     with_temp_ns("op-leader", |ns| async move {
         install_crd(&ns).await?;
         let a = Operator::start(&ns, "op-a");
-        wait_until("op-a to lead", WAIT, || async { Ok(a.is_leader().then_some(())) }).await?;
+        wait_leading(&a, "op-a").await?;
         let b = Operator::start(&ns, "op-b");
-        ns.kubectl(&["apply", "-f", "-"], Some(&manifest(&ns.name))).await?;
+        apply(&ns, &manifest(&ns.name)).await?;
         wait_ready(&ns, "edge", "2/2").await?;
         a.wait_quiet().await?;
         ensure!(!b.is_leader() && b.reconciles() == 0, "the follower reconciled");
@@ -611,8 +631,8 @@ async fn with_two_operators_only_the_leader_writes_and_the_other_takes_over() ->
 
         // The leader goes away; the follower takes the Lease and reconciles the next change.
         a.stop().await?;
-        wait_until("op-b to lead", WAIT, || async { Ok(b.is_leader().then_some(())) }).await?;
-        ns.kubectl(&["scale", "otlpc", "edge", "--replicas=3"], None).await?;
+        wait_leading(&b, "op-b").await?;
+        scale_edge(&ns, 3).await?;
         wait_ready(&ns, "edge", "3/3").await?;
         ensure!(b.reconciles() >= 1);
         b.stop().await

@@ -89,8 +89,25 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0 }
     }
 
-    #[inline]
+    /// A varint; one- and two-byte ones (tags, lengths of attributes) take
+    /// the short way.
+    #[inline(always)]
     fn varint(&mut self) -> Walk<u64> {
+        match self.buf.get(self.pos..) {
+            Some([b0, ..]) if *b0 < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(*b0))
+            }
+            Some([b0, b1, ..]) if *b1 < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(b0 & 0x7f) | u64::from(*b1) << 7)
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Walk<u64> {
         let mut value = 0u64;
         for i in 0..10 {
             let b = *self.buf.get(self.pos).ok_or(NeedsDecode)?;
@@ -107,7 +124,7 @@ impl<'a> Reader<'a> {
         Err(NeedsDecode)
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Walk<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|end| *end <= self.buf.len()).ok_or(NeedsDecode)?;
         let bytes = &self.buf[self.pos..end];
@@ -117,7 +134,7 @@ impl<'a> Reader<'a> {
 
     /// The next field, `None` at the end. Groups (deprecated, never in OTLP)
     /// and invalid keys are handed to the full decoder.
-    #[inline]
+    #[inline(always)]
     fn field(&mut self) -> Walk<Option<(u32, Value<'a>)>> {
         if self.pos == self.buf.len() {
             return Ok(None);
@@ -236,18 +253,61 @@ fn check(fields: &[Field], tag: u32, value: Value<'_>, depth: u32) -> Walk {
     }
 }
 
-#[inline]
+/// UTF-8, with ASCII (nearly every attribute) checked inline, eight bytes
+/// at a time.
+#[inline(always)]
 fn utf8(s: &[u8]) -> Walk {
-    std::str::from_utf8(s).map(drop).map_err(|_| NeedsDecode)
+    let mut words = s.chunks_exact(8);
+    let mut high = 0u64;
+    for w in &mut words {
+        high |= <[u8; 8]>::try_from(w).map_or(u64::MAX, u64::from_le_bytes);
+    }
+    for b in words.remainder() {
+        high |= u64::from(*b);
+    }
+    if high & 0x8080_8080_8080_8080 == 0 || std::str::from_utf8(s).is_ok() { Ok(()) } else { Err(NeedsDecode) }
 }
 
 /// Walks a message whose fields need only their schema.
 fn message(msg: Msg, body: &[u8], depth: u32) -> Walk {
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
+    match msg {
+        Msg::KeyValue => return key_value(body, depth),
+        Msg::AnyValue => return any_value(body, depth),
+        _ => {}
+    }
     let fields = msg.fields();
     let mut r = Reader::new(body);
     while let Some((tag, value)) = r.field()? {
         check(fields, tag, value, depth)?;
+    }
+    Ok(())
+}
+
+/// `KeyValue`, the most frequent message of all, with its usual fields
+/// (a string key and a value) walked without the schema table.
+#[inline(always)]
+fn key_value(body: &[u8], depth: u32) -> Walk {
+    let mut r = Reader::new(body);
+    while let Some((tag, value)) = r.field()? {
+        match (tag, value) {
+            (1, Value::Len(key)) => utf8(key)?,
+            (2, Value::Len(v)) => any_value(v, depth.checked_sub(1).ok_or(NeedsDecode)?)?,
+            _ => check(Msg::KeyValue.fields(), tag, value, depth)?,
+        }
+    }
+    Ok(())
+}
+
+/// `AnyValue`, with a string value walked without the schema table.
+#[inline(always)]
+fn any_value(body: &[u8], depth: u32) -> Walk {
+    let mut r = Reader::new(body);
+    while let Some((tag, value)) = r.field()? {
+        match (tag, value) {
+            (1, Value::Len(s)) => utf8(s)?,
+            _ => check(Msg::AnyValue.fields(), tag, value, depth)?,
+        }
     }
     Ok(())
 }

@@ -139,8 +139,9 @@ impl<'a> Reader<'a> {
         if self.pos == self.buf.len() {
             return Ok(None);
         }
-        let key = self.varint()?;
-        let tag = u32::try_from(key >> 3).map_err(|_| NeedsDecode)?;
+        // A key is a u32 (so a tag has at most 29 bits), as prost requires.
+        let key = u32::try_from(self.varint()?).map_err(|_| NeedsDecode)?;
+        let tag = key >> 3;
         if tag == 0 {
             return Err(NeedsDecode);
         }
@@ -712,6 +713,9 @@ mod tests {
         assert_eq!(scan(Request::Traces, &not_utf8), Err(NeedsDecode));
         assert_eq!(scan(Request::Traces, &[0x0b]), Err(NeedsDecode), "a group");
         assert_eq!(scan(Request::Traces, &[0x08, 0x80]), Err(NeedsDecode), "a cut varint");
+        // Found by fuzz/wire_scan: a key past u32 (tag 1,269,520,045 would fit in a u32).
+        let key_past_u32 = [0xea, 0xea, 0xea, 0xea, 0x25, 0x00];
+        assert_eq!(scan(Request::Logs, &key_past_u32), Err(NeedsDecode));
     }
 
     #[test]

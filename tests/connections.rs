@@ -45,3 +45,33 @@ async fn connections_are_recycled_at_their_maximum_age() {
     assert_eq!(common::total_items(&c.wait_items(otlp_collector::signal::Signal::Traces, 20).await), 20);
     c.collector.shutdown().await;
 }
+
+/// Requests wait for a read permit (`max_concurrent_requests`) before their
+/// bodies are read. The unread bodies of waiting requests must never fill
+/// their connection's HTTP/2 window, or a request holding a permit could not
+/// receive the rest of its own and the collector would stall for good. Many
+/// 95 KB requests on one connection, with one permit, all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_requests_on_one_connection_all_complete_with_one_read_permit() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let c = TestCollector::start_with(|cfg| cfg.receivers.otlp.max_concurrent_requests = 1).await;
+    let channel = tonic::transport::Channel::from_shared(c.grpc_url()).unwrap().connect().await.unwrap();
+    let (otlp_bench::Request::Metrics(request), points) = otlp_bench::Profile::Metrics1000.request() else {
+        unreachable!("the metrics profile is a metrics request")
+    };
+    let sends = (0..24).map(|_| {
+        let mut client = MetricsServiceClient::new(channel.clone());
+        let request = request.clone();
+        async move { client.export(request).await }
+    });
+    let results = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(sends))
+        .await
+        .expect("every request completes (none starves for flow-control window)");
+    for r in results {
+        r.expect("accepted");
+    }
+    let accepted =
+        gauge(&c.metrics_text().await, "otlp_receiver_accepted_items_total{signal=\"metrics\",transport=\"grpc\"} ");
+    assert_eq!(accepted, (24 * points) as f64);
+    c.collector.shutdown().await;
+}

@@ -76,7 +76,9 @@ impl Default for OtlpReceiver {
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcReceiver {
     pub endpoint: String,
-    /// HTTP/2 streams one connection may have open at once.
+    /// HTTP/2 streams one connection may have open at once. Each may park up
+    /// to 64 KiB of unread request body while it waits to be read, so this
+    /// also bounds what one connection holds before it is read.
     pub max_concurrent_streams: u32,
     /// Close connections after this age (GOAWAY), so clients reconnect and
     /// spread over the pods behind a Service. Absent: never.
@@ -99,7 +101,7 @@ impl Default for GrpcReceiver {
     fn default() -> Self {
         Self {
             endpoint: "0.0.0.0:4317".into(),
-            max_concurrent_streams: 256,
+            max_concurrent_streams: 100,
             max_connection_age: None,
             max_connection_age_grace: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(30),
@@ -683,8 +685,8 @@ impl Config {
         }
         if let Some(g) = &otlp.grpc {
             check_addr("receivers.otlp.grpc.endpoint", &g.endpoint, &mut p);
-            if g.max_concurrent_streams == 0 {
-                p.push("receivers.otlp.grpc.max_concurrent_streams: must be at least 1".into());
+            if !(1..=10_000).contains(&g.max_concurrent_streams) {
+                p.push("receivers.otlp.grpc.max_concurrent_streams: must be between 1 and 10000".into());
             }
         }
         if let Some(h) = &otlp.http {

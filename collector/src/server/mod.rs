@@ -38,6 +38,24 @@ use self::tls::{Alpn, ClientIdentity, Tls};
 
 /// Largest header block (HTTP/2 header list, HTTP/1 buffer) a client may send.
 const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// HTTP/2 stream window: what a client may send on one stream before the
+/// collector reads it (the protocol's default).
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// Streams per connection when the caller sets no limit.
+const DEFAULT_STREAMS: u32 = 100;
+
+/// The HTTP/2 connection window for `streams` concurrent streams.
+///
+/// gRPC requests wait for a read permit (`max_concurrent_requests`) before
+/// their bodies are read, so the bodies of waiting requests sit unread in
+/// the connection's window. If they could fill it, a request holding a
+/// permit could never receive the rest of its own body, and with every
+/// permit held that way the collector would stall for good. The window
+/// therefore holds every stream's full stream window and one more: unread
+/// bodies can never take all of it.
+fn connection_window(streams: u32) -> u32 {
+    streams.saturating_add(1).saturating_mul(STREAM_WINDOW).min(i32::MAX as u32)
+}
 /// Plaintext connections must send their first byte within this time.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -194,9 +212,12 @@ async fn serve_connection<I, S, B>(
     }
     {
         let mut h2 = builder.http2();
+        let streams = options.max_concurrent_streams.unwrap_or(DEFAULT_STREAMS);
         h2.timer(TokioTimer::new())
-            .max_concurrent_streams(options.max_concurrent_streams)
-            .max_header_list_size(MAX_HEADER_BYTES);
+            .max_concurrent_streams(streams)
+            .max_header_list_size(MAX_HEADER_BYTES)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(connection_window(streams));
         if let Some((interval, timeout)) = options.keepalive {
             h2.keep_alive_interval(interval).keep_alive_timeout(timeout);
         }

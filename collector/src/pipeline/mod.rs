@@ -157,14 +157,6 @@ impl Ticket {
         self.bytes -= bytes;
         Ticket { budget: self.budget.clone(), bytes }
     }
-
-    /// Divides the ticket into `n` parts (the last takes the remainder).
-    pub fn divide(mut self, n: usize) -> Vec<Ticket> {
-        let share = self.bytes / n.max(1);
-        let mut parts: Vec<Ticket> = (1..n).map(|_| self.split(share)).collect();
-        parts.push(self);
-        parts
-    }
 }
 
 impl Drop for Ticket {

@@ -25,6 +25,13 @@ use crate::pipeline::Refusal;
 use crate::server::tls::ClientIdentity;
 use crate::signal::Signal;
 
+/// The three OTLP services, each behind the shared read-permit limit.
+pub type Services = (
+    Bounded<TraceServiceServer<OtlpGrpc>>,
+    Bounded<MetricsServiceServer<OtlpGrpc>>,
+    Bounded<LogsServiceServer<OtlpGrpc>>,
+);
+
 #[derive(Debug, Clone)]
 pub struct OtlpGrpc {
     ingest: IngestSlot,
@@ -80,12 +87,7 @@ impl OtlpGrpc {
 
     /// The three services, with compression, the decompressed-size limit, and
     /// a limit on requests read and decoded at once (shared by the three).
-    pub fn services(
-        self,
-        max_message_bytes: usize,
-        max_concurrent_requests: usize,
-    ) -> (Bounded<TraceServiceServer<Self>>, Bounded<MetricsServiceServer<Self>>, Bounded<LogsServiceServer<Self>>)
-    {
+    pub fn services(self, max_message_bytes: usize, max_concurrent_requests: usize) -> Services {
         let permits = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
         macro_rules! configure {
             ($server:expr) => {

@@ -20,7 +20,7 @@ async fn a_chain_of_two_collectors_loses_nothing() {
     let b_url = b.grpc_url();
     let a = TestCollector::start_with(|cfg| {
         let otlp = OtlpExporterConfig { endpoint: b_url.clone(), ..Default::default() };
-        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(otlp))].into();
+        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(Box::new(otlp)))].into();
         for p in cfg.service.pipelines.values_mut() {
             p.exporters = vec!["otlp".into()];
         }
@@ -139,7 +139,7 @@ async fn a_stuck_exporter_turns_into_resource_exhausted_with_retry_info() {
             queue: QueueConfig { size: 1, consumers: 1 },
             ..Default::default()
         };
-        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(otlp))].into();
+        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(Box::new(otlp)))].into();
         for p in cfg.service.pipelines.values_mut() {
             p.processors.clear();
             p.exporters = vec!["otlp".into()];
@@ -216,7 +216,7 @@ async fn the_otlp_exporter_honours_the_downstream_retry_info() {
             retry: RetryConfig { initial_interval: Duration::from_secs(30), ..Default::default() },
             ..Default::default()
         };
-        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(otlp))].into();
+        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(Box::new(otlp)))].into();
         for p in cfg.service.pipelines.values_mut() {
             p.processors.clear(); // one batch per request
             p.exporters = vec!["otlp".into()];

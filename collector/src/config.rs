@@ -344,7 +344,8 @@ impl FilterMatch {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ExporterConfig {
-    Otlp(OtlpExporterConfig),
+    /// Boxed: by far the largest variant (TLS, headers, retry and queue).
+    Otlp(Box<OtlpExporterConfig>),
     Debug(DebugExporterConfig),
     File(FileExporterConfig),
     /// Accepts and drops everything (counted as sent): for benchmarks and tests.
@@ -638,7 +639,7 @@ impl Config {
                     for (name, value) in components(key, value, &mut problems) {
                         let path = format!("exporters.{name}");
                         let parsed = match component_type(&name) {
-                            "otlp" => typed(&path, value, &mut problems).map(ExporterConfig::Otlp),
+                            "otlp" => typed(&path, value, &mut problems).map(|o| ExporterConfig::Otlp(Box::new(o))),
                             "debug" => typed(&path, value, &mut problems).map(ExporterConfig::Debug),
                             "file" => typed(&path, value, &mut problems).map(ExporterConfig::File),
                             "nop" => typed(&path, value, &mut problems).map(ExporterConfig::Nop),
@@ -905,7 +906,7 @@ impl Config {
                 Some(ExporterConfig::Otlp(o)) => o.endpoint = endpoint,
                 _ => {
                     let exporter = OtlpExporterConfig { endpoint, ..Default::default() };
-                    self.exporters.insert("otlp".into(), ExporterConfig::Otlp(exporter));
+                    self.exporters.insert("otlp".into(), ExporterConfig::Otlp(Box::new(exporter)));
                 }
             }
             let only_default_debug = self.exporters.len() == 2 && self.exporters.contains_key("debug");

@@ -96,7 +96,7 @@ pub fn render(cr: &OtlpCollector) -> Result<Config, SpecError> {
             headers: exporter.headers.clone(),
             ..OtlpExporterConfig::default()
         };
-        c.exporters = BTreeMap::from([("otlp".to_owned(), ExporterConfig::Otlp(otlp))]);
+        c.exporters = BTreeMap::from([("otlp".to_owned(), ExporterConfig::Otlp(Box::new(otlp)))]);
         for pipeline in c.service.pipelines.values_mut() {
             pipeline.exporters = vec!["otlp".into()];
         }

@@ -331,7 +331,7 @@ async fn the_otlp_exporter_forwards_over_mtls() {
     let endpoint = format!("https://{}", b.collector.grpc_addr.unwrap());
     let a = TestCollector::start_with(|cfg| {
         let otlp = OtlpExporterConfig { endpoint, tls: Some(tls), ..Default::default() };
-        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(otlp))].into();
+        cfg.exporters = [("otlp".to_owned(), ExporterConfig::Otlp(Box::new(otlp)))].into();
         for p in cfg.service.pipelines.values_mut() {
             p.exporters = vec!["otlp".into()];
         }

@@ -336,56 +336,38 @@ fn id(value: Option<&[u8]>, len: usize, optional: bool) -> Walk {
     }
 }
 
-/// The resource → scope → item levels, the same for the three signals:
-/// `items` walks one scope's item and returns how many items it counts for.
-fn resource_level(body: &[u8], depth: u32, scope: fn(&[u8], u32) -> Walk<usize>) -> Walk<usize> {
-    const FIELDS: &[Field] = &[Unknown, M(Msg::Resource), Walked, Str];
+/// A resource or a scope, the two levels the three signals share: field 1
+/// describes it (`head`: a `Resource` or an `InstrumentationScope`), field 2
+/// holds its children, each walked by `child`, which returns the items it
+/// counts for, and field 3 is its schema URL.
+fn level(body: &[u8], depth: u32, head: Msg, child: fn(&[u8], u32) -> Walk<usize>) -> Walk<usize> {
+    let fields = [Unknown, M(head), Walked, Str];
     let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
-    let (mut items, mut scopes) = (0, 0);
+    let (mut items, mut children) = (0, 0);
     let mut r = Reader::new(body);
     while let Some((tag, value)) = r.field()? {
         match (tag, value) {
-            (2, Value::Len(s)) => {
-                items += scope(s, depth)?;
-                scopes += 1;
+            (2, Value::Len(c)) => {
+                items += child(c, depth)?;
+                children += 1;
             }
-            _ => check(FIELDS, tag, value, depth)?,
+            _ => check(&fields, tag, value, depth)?,
         }
     }
-    // Validation drops resources without scopes; the full decoder does that.
-    if scopes == 0 { Err(NeedsDecode) } else { Ok(items) }
-}
-
-/// A scope: its items are field 2, each walked by `item`, which returns the
-/// count it stands for.
-fn scope_level(body: &[u8], depth: u32, item: fn(&[u8], u32) -> Walk<usize>) -> Walk<usize> {
-    const FIELDS: &[Field] = &[Unknown, M(Msg::Scope), Walked, Str];
-    let depth = depth.checked_sub(1).ok_or(NeedsDecode)?;
-    let (mut items, mut entries) = (0, 0);
-    let mut r = Reader::new(body);
-    while let Some((tag, value)) = r.field()? {
-        match (tag, value) {
-            (2, Value::Len(i)) => {
-                items += item(i, depth)?;
-                entries += 1;
-            }
-            _ => check(FIELDS, tag, value, depth)?,
-        }
-    }
-    // Validation drops empty scopes; the full decoder does that.
-    if entries == 0 { Err(NeedsDecode) } else { Ok(items) }
+    // Validation drops empty scopes and resources; the full decoder does that.
+    if children == 0 { Err(NeedsDecode) } else { Ok(items) }
 }
 
 fn resource_spans(body: &[u8], depth: u32) -> Walk<usize> {
-    resource_level(body, depth, |s, depth| scope_level(s, depth, span))
+    level(body, depth, Msg::Resource, |s, depth| level(s, depth, Msg::Scope, span))
 }
 
 fn resource_metrics(body: &[u8], depth: u32) -> Walk<usize> {
-    resource_level(body, depth, |s, depth| scope_level(s, depth, metric))
+    level(body, depth, Msg::Resource, |s, depth| level(s, depth, Msg::Scope, metric))
 }
 
 fn resource_logs(body: &[u8], depth: u32) -> Walk<usize> {
-    resource_level(body, depth, |s, depth| scope_level(s, depth, log_record))
+    level(body, depth, Msg::Resource, |s, depth| level(s, depth, Msg::Scope, log_record))
 }
 
 fn span(body: &[u8], depth: u32) -> Walk<usize> {

@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use prost::DecodeError;
+
 use crate::encoded::Telemetry;
 use crate::receiver::Rejection;
 use crate::signal::Signal;
@@ -242,17 +244,23 @@ impl Pipelines {
         // One copy per pipeline, all made before any is handed over: the
         // encoded form is shared bytes; the decoded form is cloned for all but
         // the last pipeline that takes it.
-        let decoding = inputs.iter().filter(|i| !i.processors.is_empty()).count();
+        let processing = |i: &&PipelineInput| !i.processors.is_empty();
+        let decoding = inputs.iter().filter(processing).count();
+        let plain = inputs.len() - decoding;
+        let malformed = |e: DecodeError| Rejection::Invalid(format!("malformed protobuf: {e}"));
+        let (encoded, decoded) = match (plain, decoding) {
+            (_, 0) => (Some(data.into_encoded()), None),
+            (0, _) => (None, Some(data.into_decoded().map_err(malformed)?)),
+            _ => (Some(data.to_encoded()), Some(data.into_decoded().map_err(malformed)?)),
+        };
         let mut copies = Vec::with_capacity(inputs.len());
-        if decoding < inputs.len() {
-            let plain = inputs.iter().filter(|i| i.processors.is_empty());
-            let encoded = std::iter::repeat_n(data.to_encoded(), inputs.len() - decoding);
-            copies.extend(plain.zip(encoded).map(|(input, e)| (input, Telemetry::Encoded(e))));
+        if let Some(encoded) = encoded {
+            let plain_inputs = inputs.iter().filter(|i| i.processors.is_empty());
+            let shared = plain_inputs.zip(std::iter::repeat_n(encoded, plain));
+            copies.extend(shared.map(|(input, e)| (input, Telemetry::Encoded(e))));
         }
-        if decoding > 0 {
-            let payload = data.into_decoded().map_err(|e| Rejection::Invalid(format!("malformed protobuf: {e}")))?;
-            let processing = inputs.iter().filter(|i| !i.processors.is_empty());
-            for (input, mut copy) in processing.zip(std::iter::repeat_n(payload, decoding)) {
+        if let Some(payload) = decoded {
+            for (input, mut copy) in inputs.iter().filter(processing).zip(std::iter::repeat_n(payload, decoding)) {
                 for p in &input.processors {
                     p.apply(&mut copy);
                 }

@@ -142,28 +142,41 @@ async fn send_precompressed(url: &str, gz: Vec<u8>) -> tonic::Status {
     tonic::Status::new(Code::from_i32(code.expect("grpc-status in a trailers-only response")), message)
 }
 
+/// A raw gRPC call over HTTP/2 with `headers`: the HTTP status, and the
+/// status the answer's headers carry (a trailers-only error).
+async fn raw_call(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Option<String>, Option<String>) {
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let mut request = client.post(format!("{url}{}", Signal::Traces.grpc_path())).header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let resp = request.body(body).send().await.unwrap();
+    let header = |name| resp.headers().get(name).map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_owned());
+    (resp.status().as_u16(), header("grpc-status"), header("grpc-accept-encoding"))
+}
+
 #[tokio::test]
-async fn responses_are_compressed_when_the_client_accepts_it() {
+async fn an_unknown_encoding_or_content_type_is_refused_plainly() {
     let c = TestCollector::start().await;
-    let url = format!("{}{}", c.grpc_url(), Signal::Traces.grpc_path());
     let body = otlp::traces("svc", 0, 1).encode_to_vec();
-    let mut frame = vec![0u8];
+    let mut frame = vec![1u8];
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    for (accept, expected) in [("zstd", Some("zstd")), ("gzip", Some("gzip")), ("identity", None)] {
-        let resp = client
-            .post(&url)
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("grpc-accept-encoding", accept)
-            .body(frame.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let encoding = resp.headers().get("grpc-encoding").map(|v| v.to_str().unwrap().to_owned());
-        assert_eq!(encoding.as_deref(), expected, "response encoding when the client accepts {accept}");
+    // An encoding the collector does not take: UNIMPLEMENTED, with the list it does take.
+    let grpc = ("content-type", "application/grpc");
+    let (http, status, accepts) = raw_call(&c.grpc_url(), &[grpc, ("grpc-encoding", "snappy")], frame.clone()).await;
+    assert_eq!((http, status.as_deref(), accepts.as_deref()), (200, Some("12"), Some("gzip,zstd")));
+    // A compressed message without an encoding is malformed.
+    let (_, status, _) = raw_call(&c.grpc_url(), &[grpc], frame.clone()).await;
+    assert_eq!(status.as_deref(), Some("3"));
+    // Not gRPC at all: HTTP 415.
+    frame[0] = 0;
+    let (http, _, _) = raw_call(&c.grpc_url(), &[("content-type", "application/json")], frame).await;
+    assert_eq!(http, 415);
+    let metrics = c.metrics_text().await;
+    for code in ["Unimplemented", "InvalidArgument"] {
+        let line = format!(r#"otlp_receiver_requests_total{{signal="traces",transport="grpc",code="{code}"}} 1"#);
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
     c.collector.shutdown().await;
 }

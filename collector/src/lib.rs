@@ -214,16 +214,17 @@ impl Collector {
         if let Some(grpc) = &otlp.grpc {
             let listener = bind("gRPC", &grpc.endpoint).await?;
             grpc_addr = Some(listener.local_addr()?);
-            let (traces, metrics_svc, logs) =
-                OtlpGrpc::new(ingest.clone()).services(otlp.max_message_bytes, otlp.max_concurrent_requests);
-            let mut routes = tonic::service::Routes::new(health_service)
-                .add_service(traces)
-                .add_service(metrics_svc)
-                .add_service(logs);
+            let mut others = tonic::service::Routes::new(health_service);
             if grpc.tap {
-                routes =
-                    routes.add_service(otlp_fleet::tap::v1::tap_server::TapServer::new(TapService::new(tap.clone())));
+                others =
+                    others.add_service(otlp_fleet::tap::v1::tap_server::TapServer::new(TapService::new(tap.clone())));
             }
+            let svc = OtlpGrpc::new(
+                ingest.clone(),
+                otlp.max_message_bytes,
+                otlp.max_concurrent_requests,
+                others.prepare(),
+            );
             let options = ServeOptions {
                 http2_only: true,
                 max_concurrent_streams: Some(grpc.max_concurrent_streams),
@@ -231,8 +232,6 @@ impl Collector {
                 max_connection_age: grpc.max_connection_age,
                 grace: grpc.max_connection_age_grace,
             };
-            let svc =
-                tower::ServiceBuilder::new().map_response(oversize_is_resource_exhausted).service(routes.prepare());
             let tls = tls.clone().map(|t| (t, Alpn::H2));
             tokio::spawn(serve(listener, tls, svc, options, shared.clone()));
         }
@@ -362,18 +361,6 @@ impl Collector {
         tracing::info!("configuration reloaded");
         Ok(warnings)
     }
-}
-
-/// tonic answers a message over `max_decoding_message_size` with OUT_OF_RANGE,
-/// which the OTLP specification lists as retryable, so clients would resend
-/// it forever. gRPC's reference servers say RESOURCE_EXHAUSTED, which OTLP
-/// clients do not retry without a RetryInfo. Our handlers never answer
-/// OUT_OF_RANGE, so every such status comes from that size check.
-fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    if response.headers().get("grpc-status").is_some_and(|v| v == "11") {
-        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    response
 }
 
 /// `/metrics`, `/healthz` (the process runs) and `/readyz` (it takes traffic).

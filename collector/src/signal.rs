@@ -51,6 +51,11 @@ impl Signal {
     }
 
     /// The gRPC path of the signal's OTLP Export method.
+    /// The signal whose `Export` method is at `path`.
+    pub fn from_grpc_path(path: &str) -> Option<Self> {
+        Signal::ALL.into_iter().find(|s| s.grpc_path() == path)
+    }
+
     pub fn grpc_path(self) -> &'static str {
         match self {
             Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",

@@ -1,40 +1,55 @@
-//! OTLP/gRPC: the three collector services on one tonic router.
+//! OTLP/gRPC: the three `Export` methods, served directly on hyper; every
+//! other gRPC service on the listener (health, the tap) is routed to tonic.
+//!
+//! A unary gRPC call is one length-prefixed message each way, then a status
+//! in the trailers. For a 1 KB request, tonic's general machinery (routing,
+//! a streaming decoder, boxed trait futures, a streaming response encoder)
+//! cost as much as everything else the collector does with it, so these
+//! three methods do without it. Clients see the same protocol: statuses with
+//! RetryInfo details, trailers-only errors, gzip and zstd requests.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tonic::server::NamedService;
-use tower::limit::ConcurrencyLimit;
-
-use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-use otlp_fleet::otlp::logs::logs_service_server::{LogsService, LogsServiceServer};
-use otlp_fleet::otlp::metrics::metrics_service_server::{MetricsService, MetricsServiceServer};
-use otlp_fleet::otlp::trace::trace_service_server::{TraceService, TraceServiceServer};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tonic::codec::CompressionEncoding;
-use tonic::{Code, Request, Response, Status};
+use tonic::body::Body;
+use tonic::service::Routes;
+use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use tower::ServiceExt;
 
-use super::{Accepted, RETRY_AFTER, Rejection, Transport};
+use super::{Accepted, Encoding, Inflate, Ingest, RETRY_AFTER, Rejection, Transport};
 use crate::IngestSlot;
 use crate::encoded::Telemetry;
 use crate::pipeline::Refusal;
 use crate::server::tls::ClientIdentity;
 use crate::signal::Signal;
 
-/// The three OTLP services, each behind the shared read-permit limit.
-pub type Services = (
-    Bounded<TraceServiceServer<OtlpGrpc>>,
-    Bounded<MetricsServiceServer<OtlpGrpc>>,
-    Bounded<LogsServiceServer<OtlpGrpc>>,
-);
+/// gRPC's message prefix: a compressed flag and a big-endian u32 length.
+const PREFIX: usize = 5;
 
+/// The gRPC listener's service: OTLP `Export` here, the rest to tonic.
 #[derive(Debug, Clone)]
 pub struct OtlpGrpc {
     ingest: IngestSlot,
+    /// Requests read and decoded at once, over all connections
+    /// (`max_concurrent_requests`). A request takes its permit before its
+    /// body is read, so waiting requests hold no more than HTTP/2 flow
+    /// control lets their clients send.
+    permits: Arc<Semaphore>,
+    max_message_bytes: usize,
+    others: Routes,
 }
 
 /// The gRPC status for a rejected request. Refusals carry a RetryInfo: OTLP
@@ -64,112 +79,197 @@ pub fn status(rejection: &Rejection) -> Status {
 }
 
 impl OtlpGrpc {
-    pub fn new(ingest: IngestSlot) -> Self {
-        Self { ingest }
+    /// `others` serves every path that is not an OTLP `Export` method.
+    pub fn new(ingest: IngestSlot, max_message_bytes: usize, max_concurrent_requests: usize, others: Routes) -> Self {
+        Self { ingest, permits: Arc::new(Semaphore::new(max_concurrent_requests)), max_message_bytes, others }
     }
 
-    async fn handle(&self, signal: Signal, request: Request<Bytes>) -> Result<Accepted, Status> {
+    async fn export(self, signal: Signal, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let ingest = self.ingest.load();
+        let ingest = self.ingest.load_full();
         let m = ingest.metrics(signal, Transport::Grpc);
-        let identity = request.extensions().get::<ClientIdentity>().cloned().unwrap_or_else(|| {
-            ClientIdentity(request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip())))
-        });
-        let bytes = request.into_inner();
-        let result = match Telemetry::from_request(signal, &bytes) {
-            Ok(data) => ingest.ingest(Transport::Grpc, &identity, data, bytes.len()).await.map_err(|r| status(&r)),
-            Err(e) => Err(Status::invalid_argument(format!("malformed protobuf: {e}"))),
+        let mut response = match self.handle(signal, &ingest, request).await {
+            Ok(accepted) => {
+                m.request(Code::Ok);
+                answer(accepted.response(signal, false))
+            }
+            Err(status) => {
+                m.request(status.code());
+                status.into_http()
+            }
         };
-        m.request(result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok));
+        response.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static(Encoding::ACCEPTED));
         m.duration.observe(started.elapsed().as_secs_f64());
-        result
+        response
     }
 
-    /// The three services, with compression, the decompressed-size limit, and
-    /// a limit on requests read and decoded at once (shared by the three).
-    pub fn services(self, max_message_bytes: usize, max_concurrent_requests: usize) -> Services {
-        let permits = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
-        macro_rules! configure {
-            ($server:expr) => {
-                $server
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .accept_compressed(CompressionEncoding::Zstd)
-                    .send_compressed(CompressionEncoding::Gzip)
-                    .send_compressed(CompressionEncoding::Zstd)
-                    .max_decoding_message_size(max_message_bytes)
-            };
+    async fn handle(&self, signal: Signal, ingest: &Ingest, request: Request<Incoming>) -> Result<Accepted, Status> {
+        let (parts, body) = request.into_parts();
+        let encoding = match parts.headers.get("grpc-encoding") {
+            None => Encoding::Identity,
+            Some(name) => name.to_str().ok().and_then(Encoding::from_name).ok_or_else(|| {
+                Status::unimplemented(format!(
+                    "grpc-encoding {name:?} is not supported; use one of {}",
+                    Encoding::ACCEPTED
+                ))
+            })?,
+        };
+        let identity = parts.extensions.get::<ClientIdentity>();
+        let unknown = ClientIdentity("unknown".into());
+        let _permit = self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
+        let (compressed, message) = read_message(body, self.max_message_bytes).await?;
+        let message = match (compressed, encoding) {
+            (false, _) => message,
+            (true, Encoding::Identity) => {
+                return Err(Status::invalid_argument("a compressed message needs a grpc-encoding header"));
+            }
+            (true, encoding) => encoding.decode(message, self.max_message_bytes).map_err(|e| match e {
+                Inflate::TooLarge => too_large(format!("more than {} bytes", self.max_message_bytes), self.max_message_bytes),
+                Inflate::Invalid(why) => Status::invalid_argument(why),
+            })?,
+        };
+        let data = Telemetry::from_request(signal, &message)
+            .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))?;
+        ingest
+            .ingest(Transport::Grpc, identity.unwrap_or(&unknown), data, message.len())
+            .await
+            .map_err(|r| status(&r))
+    }
+}
+
+impl tower::Service<Request<Incoming>> for OtlpGrpc {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        match Signal::from_grpc_path(request.uri().path()) {
+            Some(signal) if is_grpc(request.headers()) => {
+                let this = self.clone();
+                Box::pin(async move { Ok(this.export(signal, request).await) })
+            }
+            Some(_) => Box::pin(async {
+                let mut response = Status::invalid_argument("content-type must be application/grpc").into_http();
+                *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                Ok(response)
+            }),
+            None => Box::pin(self.others.clone().oneshot(request)),
         }
-        (
-            Bounded::new(configure!(TraceServiceServer::new(self.clone())), permits.clone()),
-            Bounded::new(configure!(MetricsServiceServer::new(self.clone())), permits.clone()),
-            Bounded::new(configure!(LogsServiceServer::new(self)), permits.clone()),
-        )
     }
 }
 
-/// A service that runs only while it holds a permit of a shared semaphore:
-/// tower's `ConcurrencyLimit`, keeping the gRPC service name for routing.
-/// The permit is taken before the request body is read, so waiting requests
-/// hold no more than HTTP/2 flow control lets the client send.
-#[derive(Debug, Clone)]
-pub struct Bounded<S>(ConcurrencyLimit<S>);
+/// `application/grpc`, optionally `+proto` or with parameters.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    let Some(rest) = headers.get(CONTENT_TYPE).and_then(|v| v.as_bytes().strip_prefix(b"application/grpc")) else {
+        return false;
+    };
+    rest.is_empty() || rest.starts_with(b"+proto") || rest.starts_with(b";")
+}
 
-impl<S> Bounded<S> {
-    fn new(inner: S, permits: Arc<tokio::sync::Semaphore>) -> Self {
-        Self(ConcurrencyLimit::with_semaphore(inner, permits))
+/// RESOURCE_EXHAUSTED, as gRPC's reference servers answer an oversized
+/// message. (tonic says OUT_OF_RANGE, which the OTLP specification lists as
+/// retryable: clients would resend the message forever.)
+fn too_large(size: String, limit: usize) -> Status {
+    Status::resource_exhausted(format!("the message is {size}, over the {limit} byte limit"))
+}
+
+/// Reads the one message of a unary call: its prefix, exactly the length
+/// the prefix gives (into an allocation of that size, checked against
+/// `limit` before anything is allocated), then the end of the stream.
+/// Returns the compressed flag and the message.
+async fn read_message(mut body: Incoming, limit: usize) -> Result<(bool, Bytes), Status> {
+    let mut prefix = [0u8; PREFIX];
+    let mut have = 0;
+    // The compressed flag, and the message as far as it has arrived.
+    let mut message: Option<(bool, BytesMut)> = None;
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
+        let Ok(mut data) = frame.into_data() else { continue }; // trailers carry nothing for us
+        while data.has_remaining() {
+            match &mut message {
+                None => {
+                    let n = (PREFIX - have).min(data.len());
+                    prefix[have..have + n].copy_from_slice(&data[..n]);
+                    data.advance(n);
+                    have += n;
+                    if have < PREFIX {
+                        continue;
+                    }
+                    let compressed = match prefix[0] {
+                        0 => false,
+                        1 => true,
+                        flag => return Err(Status::invalid_argument(format!("invalid message flag {flag}"))),
+                    };
+                    len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+                    if len > limit {
+                        return Err(too_large(format!("{len} bytes"), limit));
+                    }
+                    message = Some((compressed, BytesMut::with_capacity(len)));
+                }
+                Some((_, buf)) => {
+                    let n = (len - buf.len()).min(data.len());
+                    if n == 0 {
+                        return Err(Status::invalid_argument("a unary call carries one message; this one has more"));
+                    }
+                    buf.extend_from_slice(&data[..n]);
+                    data.advance(n);
+                }
+            }
+        }
+    }
+    match message {
+        Some((compressed, buf)) if buf.len() == len => Ok((compressed, buf.freeze())),
+        None if have == 0 => Err(Status::invalid_argument("the request carries no message")),
+        _ => Err(Status::invalid_argument("the request ends inside its message")),
     }
 }
 
-impl<S: NamedService> NamedService for Bounded<S> {
-    const NAME: &'static str = S::NAME;
+/// A successful answer: the encoded response message, then status OK.
+fn answer(message: Vec<u8>) -> Response<Body> {
+    let framed = if message.is_empty() {
+        Bytes::from_static(&[0; PREFIX]) // the usual answer: all accepted
+    } else {
+        let mut framed = Vec::with_capacity(PREFIX + message.len());
+        framed.push(0);
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        framed.into()
+    };
+    let mut response = Response::new(Body::new(Answer { message: Some(framed), done: false }));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    response
 }
 
-impl<S, R> tower::Service<R> for Bounded<S>
-where
-    ConcurrencyLimit<S>: tower::Service<R>,
-{
-    type Response = <ConcurrencyLimit<S> as tower::Service<R>>::Response;
-    type Error = <ConcurrencyLimit<S> as tower::Service<R>>::Error;
-    type Future = <ConcurrencyLimit<S> as tower::Service<R>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        self.0.call(request)
-    }
+/// The body of a successful unary answer: one data frame, then trailers.
+struct Answer {
+    message: Option<Bytes>,
+    done: bool,
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(&self, request: Request<Bytes>) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let a = self.handle(Signal::Traces, request).await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (a.rejected > 0)
-                .then_some(ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
-        }))
-    }
-}
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
 
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(&self, request: Request<Bytes>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let a = self.handle(Signal::Metrics, request).await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (a.rejected > 0)
-                .then_some(ExportMetricsPartialSuccess { rejected_data_points: a.rejected, error_message: a.message }),
-        }))
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(message) = this.message.take() {
+            return Poll::Ready(Some(Ok(Frame::data(message))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.done = true;
+        let mut trailers = HeaderMap::with_capacity(1);
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
-}
 
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(&self, request: Request<Bytes>) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let a = self.handle(Signal::Logs, request).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (a.rejected > 0)
-                .then_some(ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
-        }))
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }

@@ -1,7 +1,6 @@
 //! OTLP/HTTP: `POST /v1/{traces,metrics,logs}` with protobuf or JSON bodies,
 //! optionally gzip or zstd encoded, answered in the request's encoding.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,19 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::{Accepted, Ingest, RETRY_AFTER, Rejection, Transport};
+use super::{Accepted, Encoding, Inflate, Ingest, RETRY_AFTER, Rejection, Transport};
 use crate::IngestSlot;
 use crate::encoded::Telemetry;
 use crate::pipeline::Refusal;
@@ -149,17 +142,13 @@ async fn handle(
     })?;
     let raw = raw.to_bytes();
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let body = match encoding {
-        "identity" | "" => raw,
-        "gzip" => {
-            inflate(flate2::read::GzDecoder::new(&raw[..]), limit).map_err(|e| e.map_or_else(too_large, invalid))?
-        }
-        "zstd" => {
-            let decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| invalid(format!("zstd: {e}")))?;
-            inflate(decoder, limit).map_err(|e| e.map_or_else(too_large, invalid))?
-        }
-        other => return Err(invalid(format!("unsupported content encoding `{other}`: use gzip or zstd"))),
+    let Some(encoding) = Encoding::from_name(encoding) else {
+        return Err(invalid(format!("unsupported content encoding `{encoding}`: use gzip or zstd")));
     };
+    let body = encoding.decode(raw, limit).map_err(|e| match e {
+        Inflate::TooLarge => too_large(),
+        Inflate::Invalid(why) => invalid(why),
+    })?;
     let data = decode(signal, format, &body).map_err(invalid)?;
     let wire_len = match format {
         Format::Protobuf => body.len(),
@@ -184,13 +173,6 @@ async fn handle(
     Ok(respond(signal, format, accepted))
 }
 
-/// Decompresses at most `limit` bytes; `Err(None)` means the limit was passed.
-fn inflate(reader: impl Read, limit: usize) -> Result<Bytes, Option<String>> {
-    let mut out = Vec::new();
-    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| Some(format!("decompressing: {e}")))?;
-    if out.len() > limit { Err(None) } else { Ok(out.into()) }
-}
-
 fn decode(signal: Signal, format: Format, body: &Bytes) -> Result<Telemetry, String> {
     fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
         serde_json::from_slice(body).map_err(|e| format!("malformed OTLP JSON: {e}"))
@@ -206,39 +188,6 @@ fn decode(signal: Signal, format: Format, body: &Bytes) -> Result<Telemetry, Str
 }
 
 fn respond(signal: Signal, format: Format, a: Accepted) -> Response {
-    fn body<T: Message + serde::Serialize>(format: Format, msg: T) -> Vec<u8> {
-        match format {
-            Format::Protobuf => msg.encode_to_vec(),
-            Format::Json => serde_json::to_vec(&msg).expect("a response serialises"),
-        }
-    }
-    let partial = a.rejected > 0;
-    let bytes = match signal {
-        // An empty response is `{}`, not `{"partialSuccess":null}`.
-        _ if !partial && format == Format::Json => b"{}".to_vec(),
-        Signal::Traces => body(
-            format,
-            ExportTraceServiceResponse {
-                partial_success: partial
-                    .then_some(ExportTracePartialSuccess { rejected_spans: a.rejected, error_message: a.message }),
-            },
-        ),
-        Signal::Metrics => body(
-            format,
-            ExportMetricsServiceResponse {
-                partial_success: partial.then_some(ExportMetricsPartialSuccess {
-                    rejected_data_points: a.rejected,
-                    error_message: a.message,
-                }),
-            },
-        ),
-        Signal::Logs => body(
-            format,
-            ExportLogsServiceResponse {
-                partial_success: partial
-                    .then_some(ExportLogsPartialSuccess { rejected_log_records: a.rejected, error_message: a.message }),
-            },
-        ),
-    };
+    let bytes = a.response(signal, format == Format::Json);
     (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], Body::from(bytes)).into_response()
 }

@@ -3,8 +3,15 @@
 pub mod grpc;
 pub mod http;
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
 
 use crate::encoded::Telemetry;
 use crate::metrics::{Metrics, ReceiverMetrics};
@@ -30,6 +37,93 @@ pub enum Transport {
 pub struct Accepted {
     pub rejected: i64,
     pub message: String,
+}
+
+impl Accepted {
+    /// The `Export*ServiceResponse` of `signal`, as protobuf or OTLP JSON.
+    pub fn response(self, signal: Signal, json: bool) -> Vec<u8> {
+        fn encode<T: Message + serde::Serialize>(json: bool, message: T) -> Vec<u8> {
+            if json { serde_json::to_vec(&message).expect("a response serialises") } else { message.encode_to_vec() }
+        }
+        let (rejected, error_message) = (self.rejected, self.message);
+        let partial = rejected > 0;
+        match signal {
+            // An empty response is `{}`, not `{"partialSuccess":null}`.
+            _ if !partial && json => b"{}".to_vec(),
+            Signal::Traces => encode(
+                json,
+                ExportTraceServiceResponse {
+                    partial_success: partial
+                        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message }),
+                },
+            ),
+            Signal::Metrics => encode(
+                json,
+                ExportMetricsServiceResponse {
+                    partial_success: partial
+                        .then_some(ExportMetricsPartialSuccess { rejected_data_points: rejected, error_message }),
+                },
+            ),
+            Signal::Logs => encode(
+                json,
+                ExportLogsServiceResponse {
+                    partial_success: partial
+                        .then_some(ExportLogsPartialSuccess { rejected_log_records: rejected, error_message }),
+                },
+            ),
+        }
+    }
+}
+
+/// A request body's compression (OTLP/HTTP `Content-Encoding`, gRPC
+/// `grpc-encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+/// Why a compressed body was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inflate {
+    /// It inflates past the message size limit.
+    TooLarge,
+    Invalid(String),
+}
+
+impl Encoding {
+    /// The encodings the receivers take, as gRPC lists them.
+    pub const ACCEPTED: &str = "gzip,zstd";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "" | "identity" => Some(Encoding::Identity),
+            "gzip" => Some(Encoding::Gzip),
+            "zstd" => Some(Encoding::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Decompresses `raw` to at most `limit` bytes.
+    pub fn decode(self, raw: Bytes, limit: usize) -> Result<Bytes, Inflate> {
+        fn inflate(reader: impl Read, limit: usize) -> Result<Bytes, Inflate> {
+            let mut out = Vec::new();
+            reader
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Inflate::Invalid(format!("decompressing: {e}")))?;
+            if out.len() > limit { Err(Inflate::TooLarge) } else { Ok(out.into()) }
+        }
+        match self {
+            Encoding::Identity => Ok(raw),
+            Encoding::Gzip => inflate(flate2::read::GzDecoder::new(&raw[..]), limit),
+            Encoding::Zstd => {
+                let decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| Inflate::Invalid(format!("zstd: {e}")))?;
+                inflate(decoder, limit)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

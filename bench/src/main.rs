@@ -133,9 +133,18 @@ async fn connect(args: &Args) -> anyhow::Result<Channel> {
     endpoint.connect().await.with_context(|| format!("connecting to {}", args.endpoint))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Arc::new(Args::parse());
+fn main() -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // As in the collector (see its main.rs): without the LIFO slot, a
+    // connection's task runs after the other ready requests and writes them
+    // together instead of one write per request.
+    #[cfg(tokio_unstable)]
+    runtime.disable_lifo_slot();
+    runtime.enable_all().build()?.block_on(run(Args::parse()))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let args = Arc::new(args);
     let (body, items) = args.profile.request();
     let body = Bytes::from(body.encode_to_vec());
     let path = http::uri::PathAndQuery::from_static(args.profile.path());

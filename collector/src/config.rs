@@ -544,8 +544,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Telemetry held in queues and batches, in MiB of (estimated) memory.
-    /// Past it, requests are refused with RESOURCE_EXHAUSTED and a RetryInfo.
+    /// Telemetry being read and held in queues and batches, in MiB of
+    /// (estimated) memory. Past it, requests are refused with
+    /// RESOURCE_EXHAUSTED and a RetryInfo.
     pub memory_limit_mib: usize,
     /// Requests a pipeline's input queue holds before refusing.
     pub pipeline_queue_size: usize,

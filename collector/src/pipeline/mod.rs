@@ -52,8 +52,9 @@ pub struct MemoryBudget {
     limit: AtomicUsize,
     gauge: Gauge,
     released: Notify,
-    /// Memory of requests waiting for room: already decoded, so already in
-    /// memory, though not yet charged.
+    /// Memory of requests waiting for room, not yet charged: decoded ones
+    /// are already in memory, unread ones wait in their clients' HTTP/2
+    /// flow-control windows.
     waiting: AtomicUsize,
 }
 
@@ -229,13 +230,23 @@ impl Pipelines {
         &self.budget
     }
 
+    /// Charges `bytes` of a request about to be read, before any of it is
+    /// in memory, waiting up to the admission wait for room. The ticket
+    /// then goes to [`Pipelines::accept`], which charges only what the
+    /// request's copies need beyond it.
+    pub async fn reserve(&self, bytes: usize) -> Result<Ticket, Rejection> {
+        let deadline = Instant::now() + self.wait;
+        self.budget.acquire(bytes, deadline).await.ok_or(Rejection::Refused(Refusal::MemoryLimit))
+    }
+
     /// Hands `data` to every pipeline of its signal, or to none.
-    /// `wire_len` is its encoded size. Pipelines without processors get the
+    /// `wire_len` is its encoded size; `reading` what was reserved to read
+    /// it (see [`Pipelines::reserve`]). Pipelines without processors get the
     /// encoded form, charged its size; pipelines with processors a decoded
     /// copy, charged the memory it is estimated to hold. When memory or a
     /// queue is full, the request waits up to the admission wait for room (a
     /// brief burst becomes latency, not an error), then is refused.
-    pub async fn accept(&self, data: Telemetry, wire_len: usize) -> Result<(), Rejection> {
+    pub async fn accept(&self, data: Telemetry, wire_len: usize, reading: Ticket) -> Result<(), Rejection> {
         let signal = data.signal();
         let inputs = &self.inputs[signal.index()];
         if inputs.is_empty() {
@@ -272,8 +283,14 @@ impl Pipelines {
             Telemetry::Decoded(_) => signal.in_memory_estimate(wire_len),
         };
         let deadline = Instant::now() + self.wait;
-        let total = copies.iter().map(|(_, data)| held(data)).sum();
-        let mut ticket = self.budget.acquire(total, deadline).await.ok_or(Refusal::MemoryLimit)?;
+        // The read's reservation pays first; what it holds beyond the
+        // copies is released when `ticket` drops.
+        let total: usize = copies.iter().map(|(_, data)| held(data)).sum();
+        let mut ticket = reading;
+        if total > ticket.bytes() {
+            let more = self.budget.acquire(total - ticket.bytes(), deadline).await;
+            ticket.merge(more.ok_or(Refusal::MemoryLimit)?);
+        }
         let mut permits = Vec::with_capacity(copies.len());
         for (input, _) in &copies {
             // `timeout_at` polls once before looking at the clock, so a zero
@@ -309,6 +326,11 @@ mod tests {
         spans(1).encoded_len()
     }
 
+    /// A request that reserved nothing before it was read.
+    fn nothing(p: &Pipelines) -> Ticket {
+        p.budget().try_acquire(0).unwrap()
+    }
+
     fn refused(r: Refusal) -> Result<(), Rejection> {
         Err(Rejection::Refused(r))
     }
@@ -328,10 +350,10 @@ mod tests {
     async fn fan_out_is_all_or_nothing() {
         let (p, mut rxs) = pipelines(2, 1, 1 << 20);
         let t = spans(2);
-        p.accept(t.clone(), 100).await.unwrap();
+        p.accept(t.clone(), 100, nothing(&p)).await.unwrap();
         // The first pipeline drains, the second stays full: nobody gets the next request.
         rxs[0].try_recv().unwrap();
-        assert_eq!(p.accept(t.clone(), 100).await, refused(Refusal::QueueFull));
+        assert_eq!(p.accept(t.clone(), 100, nothing(&p)).await, refused(Refusal::QueueFull));
         assert!(rxs[0].try_recv().is_err(), "the pipeline with room got nothing");
         assert_eq!(p.budget().used(), t.encoded_len(), "only the queued copy holds memory");
     }
@@ -339,19 +361,40 @@ mod tests {
     #[tokio::test]
     async fn memory_limit_refuses_and_releases() {
         let (p, mut rxs) = pipelines(1, 10, one() * 5 / 2);
-        p.accept(spans(1), 100).await.unwrap();
-        p.accept(spans(1), 100).await.unwrap();
-        assert_eq!(p.accept(spans(1), 100).await, refused(Refusal::MemoryLimit));
+        p.accept(spans(1), 100, nothing(&p)).await.unwrap();
+        p.accept(spans(1), 100, nothing(&p)).await.unwrap();
+        assert_eq!(p.accept(spans(1), 100, nothing(&p)).await, refused(Refusal::MemoryLimit));
         drop(rxs[0].try_recv().unwrap());
         assert_eq!(p.budget().used(), one());
-        p.accept(spans(1), 100).await.unwrap();
+        p.accept(spans(1), 100, nothing(&p)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_reservation_pays_for_the_request_it_becomes() {
+        let (p, mut rxs) = pipelines(1, 10, one() * 5 / 2);
+        // Reserved for reading: room for one more request, not two.
+        let reading = p.reserve(one() * 3 / 2).await.unwrap();
+        assert_eq!(p.reserve(one() * 3 / 2).await.unwrap_err(), Rejection::Refused(Refusal::MemoryLimit));
+        // The request needs less than was reserved: the rest is released.
+        p.accept(spans(1), 100, reading).await.unwrap();
+        assert_eq!(p.budget().used(), one());
+        // A reservation smaller than the request is topped up.
+        let reading = p.reserve(one() / 2).await.unwrap();
+        p.accept(spans(1), 100, reading).await.unwrap();
+        assert_eq!(p.budget().used(), 2 * one());
+        // A refused request releases its reservation.
+        let reading = p.reserve(one() / 4).await.unwrap();
+        assert_eq!(p.accept(spans(1), 100, reading).await, refused(Refusal::MemoryLimit));
+        assert_eq!(p.budget().used(), 2 * one());
+        drop(rxs[0].try_recv().unwrap());
+        assert_eq!(p.budget().used(), one());
     }
 
     #[tokio::test]
     async fn closed_pipeline_means_shutting_down() {
         let (p, mut rxs) = pipelines(1, 10, 1000);
         rxs[0].close();
-        assert_eq!(p.accept(spans(1), 10).await, refused(Refusal::ShuttingDown));
+        assert_eq!(p.accept(spans(1), 10, nothing(&p)).await, refused(Refusal::ShuttingDown));
         assert_eq!(p.budget().used(), 0);
     }
 
@@ -360,12 +403,12 @@ mod tests {
         let (mut p, mut rxs) = pipelines(1, 10, 4 * one());
         p.wait = Duration::from_secs(1);
         for _ in 0..4 {
-            p.accept(spans(1), 100).await.unwrap();
+            p.accept(spans(1), 100, nothing(&p)).await.unwrap();
         }
         // Room appears after 300 ms: the fifth request waits, then goes in.
         let batch = rxs[0].try_recv().unwrap();
         let started = Instant::now();
-        let (result, ()) = tokio::join!(p.accept(spans(1), 100), async {
+        let (result, ()) = tokio::join!(p.accept(spans(1), 100, nothing(&p)), async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(batch);
         });
@@ -373,11 +416,11 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(300));
         // No room within the wait: refused after it.
         let started = Instant::now();
-        assert_eq!(p.accept(spans(1), 100).await, refused(Refusal::MemoryLimit));
+        assert_eq!(p.accept(spans(1), 100, nothing(&p)).await, refused(Refusal::MemoryLimit));
         assert_eq!(started.elapsed(), Duration::from_secs(1));
         // While a quarter of the limit already waits, the next is refused at once.
         let started = Instant::now();
-        let (first, second) = tokio::join!(p.accept(spans(1), 100), p.accept(spans(1), 100));
+        let (first, second) = tokio::join!(p.accept(spans(1), 100, nothing(&p)), p.accept(spans(1), 100, nothing(&p)));
         assert_eq!((first, second), (refused(Refusal::MemoryLimit), refused(Refusal::MemoryLimit)));
         assert_eq!(started.elapsed(), Duration::from_secs(1), "only one of them waited");
     }
@@ -411,7 +454,7 @@ mod tests {
         let p = Pipelines::new(inputs, MemoryBudget::new(1 << 20, Gauge::default()), Duration::ZERO);
         let original = traces(1, 1, 3);
         let request = Telemetry::from_request(Signal::Traces, &original.encode_request()).unwrap();
-        p.accept(request, original.encoded_len()).await.unwrap();
+        p.accept(request, original.encoded_len(), nothing(&p)).await.unwrap();
         let (plain, edit) = (plain.try_recv().unwrap(), edit.try_recv().unwrap());
         assert!(matches!(plain.data, Telemetry::Encoded(_)));
         assert_eq!(plain.data.decoded().unwrap().into_owned(), original, "forwarded untouched");

@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use super::{Accepted, Encoding, Inflate, Ingest, RETRY_AFTER, Rejection, Transport};
 use crate::IngestSlot;
 use crate::encoded::Telemetry;
-use crate::pipeline::Refusal;
+use crate::pipeline::{Refusal, Ticket};
 use crate::server::tls::ClientIdentity;
 use crate::signal::Signal;
 
@@ -117,21 +117,23 @@ impl OtlpGrpc {
         let identity = parts.extensions.get::<ClientIdentity>();
         let unknown = ClientIdentity("unknown".into());
         let _permit = self.permits.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
-        let (compressed, message) = read_message(body, self.max_message_bytes).await?;
+        let (compressed, message, reading) = read_message(body, self.max_message_bytes, ingest).await?;
         let message = match (compressed, encoding) {
             (false, _) => message,
             (true, Encoding::Identity) => {
                 return Err(Status::invalid_argument("a compressed message needs a grpc-encoding header"));
             }
             (true, encoding) => encoding.decode(message, self.max_message_bytes).map_err(|e| match e {
-                Inflate::TooLarge => too_large(format!("more than {} bytes", self.max_message_bytes), self.max_message_bytes),
+                Inflate::TooLarge => {
+                    too_large(format!("more than {} bytes", self.max_message_bytes), self.max_message_bytes)
+                }
                 Inflate::Invalid(why) => Status::invalid_argument(why),
             })?,
         };
         let data = Telemetry::from_request(signal, &message)
             .map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))?;
         ingest
-            .ingest(Transport::Grpc, identity.unwrap_or(&unknown), data, message.len())
+            .ingest(Transport::Grpc, identity.unwrap_or(&unknown), data, message.len(), reading)
             .await
             .map_err(|r| status(&r))
     }
@@ -179,13 +181,14 @@ fn too_large(size: String, limit: usize) -> Status {
 
 /// Reads the one message of a unary call: its prefix, exactly the length
 /// the prefix gives (into an allocation of that size, checked against
-/// `limit` before anything is allocated), then the end of the stream.
-/// Returns the compressed flag and the message.
-async fn read_message(mut body: Incoming, limit: usize) -> Result<(bool, Bytes), Status> {
+/// `limit` and charged to the memory budget before anything is allocated),
+/// then the end of the stream. Returns the compressed flag, the message
+/// and its charge.
+async fn read_message(mut body: Incoming, limit: usize, ingest: &Ingest) -> Result<(bool, Bytes, Ticket), Status> {
     let mut prefix = [0u8; PREFIX];
     let mut have = 0;
-    // The compressed flag, and the message as far as it has arrived.
-    let mut message: Option<(bool, BytesMut)> = None;
+    // The compressed flag, the message as far as it has arrived, its charge.
+    let mut message: Option<(bool, BytesMut, Ticket)> = None;
     let mut len = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
@@ -209,9 +212,10 @@ async fn read_message(mut body: Incoming, limit: usize) -> Result<(bool, Bytes),
                     if len > limit {
                         return Err(too_large(format!("{len} bytes"), limit));
                     }
-                    message = Some((compressed, BytesMut::with_capacity(len)));
+                    let reading = ingest.reserve(len).await.map_err(|r| status(&r))?;
+                    message = Some((compressed, BytesMut::with_capacity(len), reading));
                 }
-                Some((_, buf)) => {
+                Some((_, buf, _)) => {
                     let n = (len - buf.len()).min(data.len());
                     if n == 0 {
                         return Err(Status::invalid_argument("a unary call carries one message; this one has more"));
@@ -223,7 +227,7 @@ async fn read_message(mut body: Incoming, limit: usize) -> Result<(bool, Bytes),
         }
     }
     match message {
-        Some((compressed, buf)) if buf.len() == len => Ok((compressed, buf.freeze())),
+        Some((compressed, buf, reading)) if buf.len() == len => Ok((compressed, buf.freeze(), reading)),
         None if have == 0 => Err(Status::invalid_argument("the request carries no message")),
         _ => Err(Status::invalid_argument("the request ends inside its message")),
     }

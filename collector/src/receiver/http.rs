@@ -137,10 +137,18 @@ async fn handle(
             None,
         )
     };
+    // Charge the memory budget before reading: the announced length, or
+    // the limit for a body of unknown length until it has been read.
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if announced.is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let mut reading = ingest.reserve(announced.unwrap_or(limit)).await.map_err(rejected)?;
     let raw = Limited::new(body, limit).collect().await.map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() { too_large() } else { invalid(format!("reading body: {e}")) }
     })?;
     let raw = raw.to_bytes();
+    drop(reading.split(reading.bytes().saturating_sub(raw.len())));
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let Some(encoding) = Encoding::from_name(encoding) else {
         return Err(invalid(format!("unsupported content encoding `{encoding}`: use gzip or zstd")));
@@ -154,7 +162,13 @@ async fn handle(
         Format::Protobuf => body.len(),
         Format::Json => data.encoded_len(),
     };
-    let accepted = ingest.ingest(Transport::Http, identity, data, wire_len).await.map_err(|r| match r {
+    let accepted = ingest.ingest(Transport::Http, identity, data, wire_len, reading).await.map_err(rejected)?;
+    Ok(respond(signal, format, accepted))
+}
+
+/// The HTTP answer to a rejected request.
+fn rejected(r: Rejection) -> Failure {
+    match r {
         Rejection::Invalid(msg) => invalid(msg),
         Rejection::Denied(msg) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied, msg, None),
         Rejection::RateLimited(_, wait) => {
@@ -169,8 +183,7 @@ async fn handle(
         Rejection::Refused(r) => {
             (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, r.to_string(), Some(RETRY_AFTER))
         }
-    })?;
-    Ok(respond(signal, format, accepted))
+    }
 }
 
 fn decode(signal: Signal, format: Format, body: &Bytes) -> Result<Telemetry, String> {

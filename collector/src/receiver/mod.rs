@@ -15,7 +15,7 @@ use prost::Message;
 
 use crate::encoded::Telemetry;
 use crate::metrics::{Metrics, ReceiverMetrics};
-use crate::pipeline::{Pipelines, Refusal};
+use crate::pipeline::{Pipelines, Refusal, Ticket};
 use crate::server::access::Access;
 use crate::server::ratelimit::RateLimiter;
 use crate::server::tls::ClientIdentity;
@@ -119,7 +119,8 @@ impl Encoding {
             Encoding::Identity => Ok(raw),
             Encoding::Gzip => inflate(flate2::read::GzDecoder::new(&raw[..]), limit),
             Encoding::Zstd => {
-                let decoder = zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| Inflate::Invalid(format!("zstd: {e}")))?;
+                let decoder =
+                    zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| Inflate::Invalid(format!("zstd: {e}")))?;
                 inflate(decoder, limit)
             }
         }
@@ -181,13 +182,23 @@ impl Ingest {
         &self.metrics[signal.index()][transport as usize]
     }
 
-    /// Takes one request of `wire_len` bytes (encoded) from `identity`.
+    /// Charges the memory budget for a request of `bytes` before it is read
+    /// (see [`Pipelines::reserve`]); refused when the budget stays full.
+    /// A request refused here is counted by its status only: its items are
+    /// not known.
+    pub async fn reserve(&self, bytes: usize) -> Result<Ticket, Rejection> {
+        self.pipelines.reserve(bytes).await
+    }
+
+    /// Takes one request of `wire_len` bytes (encoded) from `identity`;
+    /// `reading` is what [`Ingest::reserve`] charged to read it.
     pub async fn ingest(
         &self,
         transport: Transport,
         identity: &ClientIdentity,
         data: Telemetry,
         wire_len: usize,
+        reading: Ticket,
     ) -> Result<Accepted, Rejection> {
         let signal = data.signal();
         let m = self.metrics(signal, transport);
@@ -227,7 +238,7 @@ impl Ingest {
             return Err(Rejection::RateLimited(identity.0.clone(), wait));
         }
         self.tap.publish(&data);
-        match self.pipelines.accept(data, wire_len).await {
+        match self.pipelines.accept(data, wire_len, reading).await {
             Ok(()) => {
                 m.accepted_items.inc_by(items);
                 m.accepted_bytes.inc_by(wire_len as u64);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the OpenTelemetry Collector benchmark peer `otelcol-test` (core $OTELCOL_VERSION: otlp receiver,
-# batch + memory_limiter processors, debug/nop/otlp exporters) into $OTELCOL_BIN through a wrapper module.
+# batch + memory_limiter processors, debug/nop/otlp exporters, gRPC gzip) into $OTELCOL_BIN through a wrapper module.
 set -euo pipefail
 . "$(dirname "$0")/versions.sh"
 OUT=$OTELCOL_BIN
@@ -29,6 +29,10 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
+
+	// Registers gRPC's gzip codec, as the collector distributions do: without
+	// it the otlp receiver answers gzip requests UNIMPLEMENTED.
+	_ "google.golang.org/grpc/encoding/gzip"
 )
 
 func components() (otelcol.Factories, error) {

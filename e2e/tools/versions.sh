@@ -12,5 +12,6 @@ K8S_BIN=$BIN_ROOT/k8s-$K8S_VERSION
 ETCD_BIN=$BIN_ROOT/etcd-$ETCD_VERSION
 KWOK_BIN=$BIN_ROOT/kwok-$KWOK_VERSION
 HELM_BIN=$BIN_ROOT/helm-$HELM_VERSION
-OTELCOL_BIN=$BIN_ROOT/otelcol-test-$OTELCOL_VERSION
+# -r2: the build registers gRPC gzip (a new recipe needs a new cache directory).
+OTELCOL_BIN=$BIN_ROOT/otelcol-test-$OTELCOL_VERSION-r2
 export GOTOOLCHAIN=local

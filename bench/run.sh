@@ -25,7 +25,8 @@ cargo build --release -q -p otlp-collector -p otlp-bench
 bash e2e/tools/build-all.sh otelcol >/dev/null
 OURS=$CARGO_TARGET_DIR/release/otlp-collector
 LOAD=$CARGO_TARGET_DIR/release/otlp-load
-PEER=$(ls -d "$HOME"/.cache/otlp-fleet/bin/otelcol-test-*/otelcol-test | tail -1)
+. e2e/tools/versions.sh
+PEER=$OTELCOL_BIN/otelcol-test
 echo "ours: $OURS"; echo "peer: $PEER ($("$PEER" --version 2>/dev/null | head -1))"; echo "results: $OUT"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -1,6 +1,5 @@
 //! Deterministic payload profiles: the same bytes on every run, for both
-//! collectors under test (used by the `otlp-load` binary).
-#![forbid(unsafe_code)]
+//! collectors under test (used by [`crate::load`]).
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -197,6 +196,15 @@ impl Profile {
             }
             Profile::Spans100 => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             Profile::Logs100 => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+
+    /// The OTLP/HTTP path of the profile's signal.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Profile::Metrics10 | Profile::Metrics1000 => "/v1/metrics",
+            Profile::Spans100 => "/v1/traces",
+            Profile::Logs100 => "/v1/logs",
         }
     }
 }

@@ -219,12 +219,8 @@ impl Collector {
                 others =
                     others.add_service(otlp_fleet::tap::v1::tap_server::TapServer::new(TapService::new(tap.clone())));
             }
-            let svc = OtlpGrpc::new(
-                ingest.clone(),
-                otlp.max_message_bytes,
-                otlp.max_concurrent_requests,
-                others.prepare(),
-            );
+            let svc =
+                OtlpGrpc::new(ingest.clone(), otlp.max_message_bytes, otlp.max_concurrent_requests, others.prepare());
             let options = ServeOptions {
                 http2_only: true,
                 max_concurrent_streams: Some(grpc.max_concurrent_streams),
@@ -281,6 +277,20 @@ impl Collector {
             generation: tokio::sync::Mutex::new(Some(generation)),
             retiring: TaskTracker::new(),
         })
+    }
+
+    /// Makes `memory_limit_mib` a limit on this whole process: its resident
+    /// memory is read every [`pipeline::RESIDENT_INTERVAL`] and telemetry
+    /// gets the part of the limit the rest of the process leaves. For the
+    /// binary, which is one collector to a process; collectors embedded
+    /// side by side in one process (tests) limit only their telemetry.
+    pub fn limit_process_memory(&self) {
+        let watch = pipeline::watch_resident(
+            self.budget.clone(),
+            self.metrics.memory_resident.clone(),
+            self.stop_receivers.clone(),
+        );
+        tokio::spawn(watch);
     }
 
     /// Stops in order: health goes NOT_SERVING, listeners close, connections

@@ -54,6 +54,7 @@ pub struct Metrics {
     pub config_reload_failures: Counter,
     pub memory_used: Gauge,
     pub memory_limit: Gauge,
+    pub memory_resident: Gauge,
     pub tap_subscribers: Gauge,
     pub tap_dropped: Counter,
     pub connections: Gauge,
@@ -150,16 +151,23 @@ impl Metrics {
         let memory_used = Gauge::default();
         registry.register_with_unit(
             "memory_used",
-            "Telemetry held in queues and batches (estimated in-memory size)",
+            "Telemetry being read and held in queues and batches (estimated in-memory size)",
             Unit::Bytes,
             memory_used.clone(),
         );
         let memory_limit = Gauge::default();
         registry.register_with_unit(
             "memory_limit",
-            "Limit on telemetry held in queues and batches",
+            "The memory limit (memory_limit_mib): telemetry gets what the rest of the process leaves of it",
             Unit::Bytes,
             memory_limit.clone(),
+        );
+        let memory_resident = Gauge::default();
+        registry.register_with_unit(
+            "memory_resident",
+            "Resident memory of the process, as the memory limit sees it",
+            Unit::Bytes,
+            memory_resident.clone(),
         );
         let tap_subscribers = Gauge::default();
         registry.register("tap_subscribers", "Connected live-tap clients", tap_subscribers.clone());
@@ -203,6 +211,7 @@ impl Metrics {
             config_reload_failures,
             memory_used,
             memory_limit,
+            memory_resident,
             tap_subscribers,
             tap_dropped,
             connections,

@@ -743,3 +743,41 @@ async fn a_changed_config_file_is_applied_without_a_restart_and_a_bad_one_is_ref
     let written = wait_spans(&second, 2).await;
     assert_eq!(spans_of(&written).count(), 2, "the span after the refused reload, once");
 }
+
+/// `otlp_memory_resident_bytes` from `/metrics`, once the collector has read it.
+async fn resident_bytes(c: &Running) -> u64 {
+    wait_for("otlp_memory_resident_bytes in /metrics", || async {
+        let text = c.metrics_text().await;
+        let value = text.lines().find_map(|l| l.strip_prefix("otlp_memory_resident_bytes "))?;
+        value.trim().parse().ok().filter(|&v| v > 0)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_counts_the_whole_process() {
+    const MIB: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let c = start_with_config(dir.path(), |p| {
+        file_exporter_yaml(p, &out)
+            .replace("http: null", "http: null\n    max_message_bytes: 8388608")
+            .replace("limits: {", "limits: {memory_limit_mib: 16, ")
+    })
+    .await;
+    // The process itself (code, runtime, connections) holds more than 9 MiB,
+    // so telemetry has less than 16 - 9 - 1 (margin) = 6 MiB of the limit.
+    let resident = resident_bytes(&c).await;
+    assert!(resident > 9 * MIB, "the process is only {resident} bytes; the test needs more than 9 MiB");
+
+    let mut client = client(&c.grpc_url());
+    let big =
+        request("big", (0..80_000u64).map(|i| span("a span of a six megabyte request", i.to_be_bytes())).collect());
+    assert!(prost::Message::encoded_len(&big) as u64 > 6 * MIB);
+    let refused = client.export(big).await.expect_err("more than telemetry's share of the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    client.export(request("small", vec![span("after", [1; 8])])).await.expect("a small request fits");
+    let written = wait_spans(&out, 1).await;
+    assert_eq!(span_names(&written), ["after"]);
+}

@@ -45,11 +45,22 @@ impl Refusal {
     }
 }
 
-/// A byte budget for telemetry held anywhere in the pipelines.
+/// A byte budget for telemetry being read or held anywhere in the pipelines,
+/// inside a limit on the whole process's memory.
+///
+/// Telemetry is charged exactly (its size, or an estimate for decoded
+/// copies). The rest of the process (code, connections, HTTP/2 buffers of
+/// streams not yet read, the allocator's cache) is not charged request by
+/// request: it is observed, as resident memory minus what telemetry holds
+/// ([`MemoryBudget::observe_resident`]), and telemetry gets the part of the
+/// limit it leaves, never less than [`MIN_SHARE`] of the limit so that data
+/// keeps moving while the rest shrinks.
 #[derive(Debug)]
 pub struct MemoryBudget {
     used: AtomicUsize,
     limit: AtomicUsize,
+    /// Resident memory not held by telemetry, when last observed.
+    other: AtomicUsize,
     gauge: Gauge,
     released: Notify,
     /// Memory of requests waiting for room, not yet charged: decoded ones
@@ -63,11 +74,20 @@ pub struct MemoryBudget {
 /// multiply memory under overload.
 const WAITING_SHARE: usize = 4;
 
+/// Telemetry always gets at least this share of the limit (1/8), however
+/// much the rest of the process holds.
+const MIN_SHARE: usize = 8;
+
+/// This share of the limit (1/16) is kept free for what the process grows
+/// by between two readings of its resident memory.
+const MARGIN_SHARE: usize = 16;
+
 impl MemoryBudget {
     pub fn new(limit: usize, gauge: Gauge) -> Arc<Self> {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            other: AtomicUsize::new(0),
             gauge,
             released: Notify::new(),
             waiting: AtomicUsize::new(0),
@@ -80,9 +100,9 @@ impl MemoryBudget {
         if let Some(ticket) = self.try_acquire(bytes) {
             return Some(ticket);
         }
-        let limit = self.limit.load(Ordering::Relaxed);
+        let limit = self.room();
         if bytes > limit {
-            return None; // would never fit
+            return None; // would not fit even in an empty budget
         }
         if self.waiting.fetch_add(bytes, Ordering::AcqRel) + bytes > limit / WAITING_SHARE {
             self.waiting.fetch_sub(bytes, Ordering::AcqRel);
@@ -112,12 +132,36 @@ impl MemoryBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Reserves `bytes`, or refuses if that would pass the limit.
+    /// Records the process's resident memory, `resident` bytes: telemetry
+    /// then gets the limit less what the rest of the process holds. Returns
+    /// the room telemetry now has.
+    pub fn observe_resident(&self, resident: usize) -> usize {
+        self.other.store(resident.saturating_sub(self.used()), Ordering::Relaxed);
+        let room = self.room();
+        if room > self.used() {
+            self.released.notify_waiters(); // the rest shrank: waiters may fit now
+        }
+        room
+    }
+
+    /// What telemetry may hold: the limit less the rest of the process and
+    /// a margin ([`MARGIN_SHARE`]) once the rest has been observed, but at
+    /// least [`MIN_SHARE`] of the limit.
+    pub fn room(&self) -> usize {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let other = match self.other.load(Ordering::Relaxed) {
+            0 => 0, // not observed: the whole limit
+            other => other + limit / MARGIN_SHARE,
+        };
+        limit.saturating_sub(other).max(limit / MIN_SHARE)
+    }
+
+    /// Reserves `bytes`, or refuses if that would pass the room telemetry has.
     pub fn try_acquire(self: &Arc<Self>, bytes: usize) -> Option<Ticket> {
         let mut used = self.used.load(Ordering::Relaxed);
-        let limit = self.limit.load(Ordering::Relaxed);
+        let limit = self.room();
         loop {
-            if used + bytes > limit {
+            if bytes > 0 && used + bytes > limit {
                 return None;
             }
             match self.used.compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Relaxed) {
@@ -134,6 +178,34 @@ impl MemoryBudget {
         let before = self.used.fetch_sub(bytes, Ordering::AcqRel);
         self.gauge.set((before - bytes) as i64);
         self.released.notify_waiters();
+    }
+}
+
+/// The process's resident memory (`VmRSS`), where the system says it.
+pub fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: usize = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// How often the resident memory is read (~20 µs each time): telemetry
+/// arriving at 600 MB/s moves it by 6 MB in this time.
+pub const RESIDENT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Keeps `budget` informed of the process's resident memory until `stop`;
+/// `gauge` shows it. Does nothing where resident memory cannot be read.
+pub async fn watch_resident(budget: Arc<MemoryBudget>, gauge: Gauge, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(RESIDENT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(resident) = resident_bytes() else { return };
+        gauge.set(resident as i64);
+        budget.observe_resident(resident);
     }
 }
 
@@ -423,6 +495,40 @@ mod tests {
         let (first, second) = tokio::join!(p.accept(spans(1), 100, nothing(&p)), p.accept(spans(1), 100, nothing(&p)));
         assert_eq!((first, second), (refused(Refusal::MemoryLimit), refused(Refusal::MemoryLimit)));
         assert_eq!(started.elapsed(), Duration::from_secs(1), "only one of them waited");
+    }
+
+    #[test]
+    fn telemetry_gets_what_the_rest_of_the_process_leaves() {
+        let budget = MemoryBudget::new(1600, Gauge::default());
+        assert_eq!(budget.room(), 1600, "before any reading, the whole limit");
+        let held = budget.try_acquire(300).unwrap();
+        // 1000 resident, 300 of it telemetry: the rest is 700, and 100 (1/16) is kept as margin.
+        assert_eq!(budget.observe_resident(1000), 800);
+        assert!(budget.try_acquire(600).is_none(), "300 + 600 is past the room of 800");
+        let more = budget.try_acquire(500).unwrap();
+        // The rest grows to 1500: telemetry keeps its floor of 1/8.
+        assert_eq!(budget.observe_resident(1500 + 800), 200);
+        assert!(budget.try_acquire(1).is_none());
+        drop((held, more));
+        assert_eq!(budget.used(), 0);
+        budget.set_limit(3200);
+        assert_eq!(budget.room(), 3200 - 1500 - 200, "a reload keeps the last reading");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_gets_room_when_the_rest_of_the_process_shrinks() {
+        let budget = MemoryBudget::new(1600, Gauge::default());
+        let _held = budget.try_acquire(280).unwrap();
+        budget.observe_resident(280 + 1220); // room: 1600 - 1220 - 100 = 280
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(50, deadline).await.map(|t| t.bytes()) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "280 + 50 does not fit in 280");
+        budget.observe_resident(280 + 1000); // room: 500
+        assert_eq!(waiting.await.unwrap(), Some(50));
     }
 
     #[test]

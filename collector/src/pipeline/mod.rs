@@ -78,9 +78,9 @@ const WAITING_SHARE: usize = 4;
 /// much the rest of the process holds.
 const MIN_SHARE: usize = 8;
 
-/// This share of the limit (1/16) is kept free for what the process grows
+/// This share of the limit (1/8) is kept free for what the process grows
 /// by between two readings of its resident memory.
-const MARGIN_SHARE: usize = 16;
+const MARGIN_SHARE: usize = 8;
 
 impl MemoryBudget {
     pub fn new(limit: usize, gauge: Gauge) -> Arc<Self> {
@@ -502,24 +502,24 @@ mod tests {
         let budget = MemoryBudget::new(1600, Gauge::default());
         assert_eq!(budget.room(), 1600, "before any reading, the whole limit");
         let held = budget.try_acquire(300).unwrap();
-        // 1000 resident, 300 of it telemetry: the rest is 700, and 100 (1/16) is kept as margin.
-        assert_eq!(budget.observe_resident(1000), 800);
-        assert!(budget.try_acquire(600).is_none(), "300 + 600 is past the room of 800");
-        let more = budget.try_acquire(500).unwrap();
+        // 1000 resident, 300 of it telemetry: the rest is 700, and 200 (1/8) is kept as margin.
+        assert_eq!(budget.observe_resident(1000), 700);
+        assert!(budget.try_acquire(600).is_none(), "300 + 600 is past the room of 700");
+        let more = budget.try_acquire(400).unwrap();
         // The rest grows to 1500: telemetry keeps its floor of 1/8.
-        assert_eq!(budget.observe_resident(1500 + 800), 200);
+        assert_eq!(budget.observe_resident(1500 + 700), 200);
         assert!(budget.try_acquire(1).is_none());
         drop((held, more));
         assert_eq!(budget.used(), 0);
         budget.set_limit(3200);
-        assert_eq!(budget.room(), 3200 - 1500 - 200, "a reload keeps the last reading");
+        assert_eq!(budget.room(), 3200 - 1500 - 400, "a reload keeps the last reading");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_request_gets_room_when_the_rest_of_the_process_shrinks() {
         let budget = MemoryBudget::new(1600, Gauge::default());
         let _held = budget.try_acquire(280).unwrap();
-        budget.observe_resident(280 + 1220); // room: 1600 - 1220 - 100 = 280
+        budget.observe_resident(280 + 1120); // room: 1600 - 1120 - 200 = 280
         let deadline = Instant::now() + Duration::from_secs(1);
         let waiting = tokio::spawn({
             let budget = budget.clone();
@@ -527,7 +527,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "280 + 50 does not fit in 280");
-        budget.observe_resident(280 + 1000); // room: 500
+        budget.observe_resident(280 + 900); // room: 500
         assert_eq!(waiting.await.unwrap(), Some(50));
     }
 

@@ -100,7 +100,7 @@ run() {
   local t1; t1=$(cpu_ticks "$pid"); local rss; rss=$(rss_peak_kb "$pid")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   local hz; hz=$(getconf CLK_TCK)
-  echo "$json" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(scenario='$scenario', server='$which', server_cpu_s=($t1-$t0)/$hz, rss_peak_mb=$rss/1024); print(json.dumps(r))" | tee -a "$OUT"
+  echo "$json" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(scenario='$scenario', server='$which', server_cpu_s=($t1-$t0)/$hz, rss_peak_mib=$rss/1024); print(json.dumps(r))" | tee -a "$OUT"
 }
 
 for round in $(seq 1 "$ROUNDS"); do

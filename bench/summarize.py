@@ -19,7 +19,7 @@ def cpu_per_million(rs):
     return statistics.median(r["server_cpu_s"] / max(r["items_per_s"] * r["duration_s"] / 1e6, 1e-9) for r in rs)
 
 
-print("| scenario | profile | server | req/s | items/s | p50 ms | p99 ms | p99.9 ms | CPU s / M items | peak RSS MB | errors |")
+print("| scenario | profile | server | req/s | items/s | p50 ms | p99 ms | p99.9 ms | CPU s / M items | peak RSS MiB | errors |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 keys = sorted({(s, p) for s, p, _ in groups}, key=lambda k: (k[0], k[1]))
 for s, p in keys:
@@ -32,7 +32,7 @@ for s, p in keys:
             for k, v in r["errors"].items():
                 errs[k] += v
         print(f"| {s} | {p} | {server} | {med(rs,'req_per_s'):,.0f} | {med(rs,'items_per_s'):,.0f} | {med(rs,'p50_ms'):.2f} | "
-              f"{med(rs,'p99_ms'):.2f} | {med(rs,'p999_ms'):.2f} | {cpu_per_million(rs):.2f} | {max(r['rss_peak_mb'] for r in rs):.0f} | "
+              f"{med(rs,'p99_ms'):.2f} | {med(rs,'p999_ms'):.2f} | {cpu_per_million(rs):.2f} | {max(r['rss_peak_mib'] for r in rs):.0f} | "
               f"{dict(errs) or '-'} |")
 print()
 print("| scenario | profile | throughput ours/peer | CPU per item peer/ours | p99 peer/ours |")

@@ -15,7 +15,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
-SCENARIOS=${SCENARIOS:-"max rate single gzip mtls forward overload"}
+SCENARIOS=${SCENARIOS:-"max http rate single gzip mtls forward overload"}
 OUT=${OUT:-$(mktemp -d)/results.jsonl}
 WORK=$(mktemp -d)
 # Servers start inside $(...), so they are not jobs of this shell: track their pids.
@@ -41,10 +41,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
  done)
 
 # $1 which (ours|peer), $2 port, $3 tls (0|1), $4 exporter target ("" = nop, else host:port to forward to), $5 memory MiB
+# PROTOCOL=http serves OTLP/HTTP on the port instead of OTLP/gRPC.
 config() {
   local which=$1 port=$2 tls=$3 fwd=$4 mem=${5:-512}
   if [ "$which" = ours ]; then
-    echo "receivers: {otlp: {grpc: {endpoint: \"127.0.0.1:$port\"}, http: null, max_message_bytes: 8388608"
+    if [ "${PROTOCOL:-grpc}" = http ]; then echo "receivers: {otlp: {grpc: null, http: {endpoint: \"127.0.0.1:$port\"}, max_message_bytes: 8388608"
+    else echo "receivers: {otlp: {grpc: {endpoint: \"127.0.0.1:$port\"}, http: null, max_message_bytes: 8388608"; fi
     [ "$tls" = 1 ] && echo ", tls: {cert_file: $WORK/server.crt, key_file: $WORK/server.key, client_ca_file: $WORK/ca.crt}"
     echo "}}"
     echo "processors: {batch: {send_batch_size: 8192, timeout: 200ms}}"
@@ -55,7 +57,8 @@ config() {
     echo "  limits: {memory_limit_mib: $mem}"
     echo "  pipelines: {traces: {processors: [batch], exporters: [$exp]}, metrics: {processors: [batch], exporters: [$exp]}, logs: {processors: [batch], exporters: [$exp]}}"
   else
-    echo "receivers: {otlp: {protocols: {grpc: {endpoint: \"127.0.0.1:$port\", max_recv_msg_size_mib: 8"
+    if [ "${PROTOCOL:-grpc}" = http ]; then echo "receivers: {otlp: {protocols: {http: {endpoint: \"127.0.0.1:$port\", max_request_body_size: 8388608"
+    else echo "receivers: {otlp: {protocols: {grpc: {endpoint: \"127.0.0.1:$port\", max_recv_msg_size_mib: 8"; fi
     [ "$tls" = 1 ] && echo ", tls: {cert_file: $WORK/server.crt, key_file: $WORK/server.key, client_ca_file: $WORK/ca.crt}"
     echo "}}}}"
     echo "processors: {memory_limiter: {check_interval: 1s, limit_mib: $mem, spike_limit_mib: $((mem / 4))}, batch: {send_batch_size: 8192, timeout: 200ms}}"
@@ -108,6 +111,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for s in $SCENARIOS; do
       case $s in
         max) for p in metrics10 metrics1000 spans100 logs100; do run max "$which" --profile $p --connections 8 --concurrency 8; done ;;
+        http) for p in metrics10 spans100; do PROTOCOL=http run http "$which" --protocol http --profile $p --connections 8 --concurrency 8; done ;;
         rate) run rate-5000 "$which" --profile metrics10 --connections 4 --concurrency 16 --rate 5000 ;;
         single) for p in metrics10 metrics1000 spans100 logs100; do run single "$which" --profile $p --connections 1 --concurrency 1; done ;;
         gzip) run gzip "$which" --profile metrics1000 --connections 8 --concurrency 8 --gzip ;;

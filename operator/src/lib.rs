@@ -75,9 +75,19 @@ pub const FIELD_MANAGER: &str = "otlp-operator";
 /// The operator's version: also the default collector version it deploys.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The CRD as YAML, as `otlp-operator crd` prints it and `crds/` holds it.
-pub fn crd_yaml() -> String {
+/// Each CRD as YAML with its file name under `crds/` (and the chart's `crds/`), as
+/// `otlp-operator crd` prints them.
+pub fn crds() -> Vec<(&'static str, String)> {
     use kube::CustomResourceExt as _;
     // Serialising a derived CRD cannot fail: every field is a plain value.
-    serde_norway::to_string(&api::OtlpCollector::crd()).expect("the CRD serialises")
+    let yaml = |crd| serde_norway::to_string(&crd).expect("the CRD serialises");
+    vec![
+        ("otlpcollector.yaml", yaml(api::OtlpCollector::crd())),
+        ("collectorpipeline.yaml", yaml(api::CollectorPipeline::crd())),
+    ]
+}
+
+/// Every CRD, as one multi-document YAML (`otlp-operator crd`).
+pub fn crd_yaml() -> String {
+    crds().into_iter().map(|(_, yaml)| yaml).collect::<Vec<_>>().join("---\n")
 }

@@ -1,4 +1,5 @@
-//! The `otlp-operator` binary: `run` (the default) reconciles OtlpCollectors; `crd` prints the CRD.
+//! The `otlp-operator` binary: `run` (the default) reconciles OtlpCollectors and
+//! CollectorPipelines; `crd` prints the CRDs.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -23,9 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Reconcile OtlpCollector resources (the default).
+    /// Reconcile OtlpCollector and CollectorPipeline resources (the default).
     Run,
-    /// Print the CustomResourceDefinition YAML.
+    /// Print the CustomResourceDefinitions as YAML (`kubectl apply -f -` takes them).
     Crd,
 }
 

@@ -639,3 +639,81 @@ async fn with_two_operators_only_the_leader_writes_and_the_other_takes_over() ->
     })
     .await
 }
+
+/// `kubectl get otlpp NAME` columns: NAME ACCEPTED REASON COLLECTORS AGE.
+async fn pipeline_columns(ns: &TestNs, name: &str) -> anyhow::Result<Vec<String>> {
+    let out = ns.kubectl(&["get", "otlpp", name, "--no-headers"], None).await?;
+    Ok(out.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Waits until `kubectl get otlpp NAME` shows `accepted` and `reason`; returns the columns.
+async fn wait_pipeline(ns: &TestNs, name: &str, accepted: &str, reason: &str) -> anyhow::Result<Vec<String>> {
+    wait_until(&format!("kubectl get otlpp {name} to show {accepted} {reason}"), WAIT, || async {
+        let c = pipeline_columns(ns, name).await?;
+        Ok((c.get(1).map(String::as_str) == Some(accepted) && c.get(2).map(String::as_str) == Some(reason))
+            .then_some(c))
+    })
+    .await
+}
+
+async fn config_of(ns: &TestNs, collector: &str) -> anyhow::Result<String> {
+    let cm: ConfigMap = get(ns, &format!("{collector}-collector")).await?.context("configmap")?;
+    Ok(collector_yaml(&cm).context("collector.yaml")?.to_owned())
+}
+
+const SHOP_PIPELINE: &str = r#"apiVersion: otlpfleet.dev/v1alpha1
+kind: CollectorPipeline
+metadata: {name: shop}
+spec:
+  collectors: [edge, core]
+  signals: [traces]
+  processors:
+    - attributes: {actions: [{key: team, action: upsert, value: shop}]}
+    - batch: {timeout: 1s}
+  exporters:
+    - otlp: {endpoint: "http://tempo.shop:4317"}
+"#;
+
+#[tokio::test]
+async fn a_collector_pipeline_is_rendered_reported_kept_when_broken_and_removed() -> anyhow::Result<()> {
+    with_temp_ns("op-pipeline", |ns| async move {
+        install_crd(&ns).await?;
+        let op = Operator::start(&ns, "op-a");
+        apply(&ns, &manifest(&ns.name)).await?;
+        wait_ready(&ns, "edge", "2/2").await?;
+
+        // `core` does not exist yet: edge runs the pipeline, the status says what is missing.
+        apply(&ns, SHOP_PIPELINE).await?;
+        wait_config(&ns, "traces/shop").await?;
+        let yaml = config_of(&ns, "edge").await?;
+        for needle in ["attributes/shop-0", "batch/shop-1", "otlp/shop-0", "http://tempo.shop:4317"] {
+            ensure!(yaml.contains(needle), "{needle} not in the config:\n{yaml}");
+        }
+        let c = wait_pipeline(&ns, "shop", "False", "CollectorNotFound").await?;
+        ensure!(c[3] == r#"["edge"]"#, "columns {c:?}");
+        let p = ns.kubectl(&["get", "otlpp", "shop", "-o", "jsonpath={.status.conditions[0].message}"], None).await?;
+        ensure!(p.contains(&format!("no OtlpCollector `core` in namespace `{}`", ns.name)), "message: {p}");
+
+        // Creating `core` makes it Accepted in both.
+        apply(&ns, &format!("apiVersion: otlpfleet.dev/v1alpha1\nkind: OtlpCollector\nmetadata: {{name: core, namespace: {}}}\nspec: {{}}\n", ns.name)).await?;
+        let c = wait_pipeline(&ns, "shop", "True", "Rendered").await?;
+        ensure!(c[3] == r#"["edge","core"]"#, "columns {c:?}");
+        ensure!(config_of(&ns, "core").await?.contains("traces/shop"), "core runs the pipeline");
+
+        // A broken edit is refused with the collector's reason; both keep the version they run.
+        ns.kubectl(&["patch", "otlpp", "shop", "--type=merge", "-p", r#"{"spec":{"exporters":[{"otlp":{"endpoint":"tempo.shop:4317"}}]}}"#], None).await?;
+        wait_pipeline(&ns, "shop", "False", "InvalidPipeline").await?;
+        let p = ns.kubectl(&["get", "otlpp", "shop", "-o", "jsonpath={.status.conditions[0].message}"], None).await?;
+        ensure!(p.contains("exporters.otlp/shop-0.endpoint"), "message: {p}");
+        op.wait_quiet().await?;
+        ensure!(config_of(&ns, "edge").await?.contains("http://tempo.shop:4317"), "edge keeps the running version");
+
+        // Deleting the pipeline takes it out of the config; traces go to the default exporter again.
+        ns.kubectl(&["delete", "otlpp", "shop", "--wait=true"], None).await?;
+        let gone = |cm: &ConfigMap| collector_yaml(cm).is_some_and(|y| !y.contains("shop") && y.contains("traces:"));
+        wait_for(&ns, "edge-collector", "the pipeline to leave edge's config", WAIT, gone).await?;
+        wait_for(&ns, "core-collector", "the pipeline to leave core's config", WAIT, gone).await?;
+        op.stop().await
+    })
+    .await
+}

@@ -372,16 +372,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_committed_crd_matches_the_types() {
-        let generated = crate::crd_yaml();
-        for path in ["../crds/otlpcollector.yaml", "../helm/otlp-operator/crds/otlpcollector.yaml"] {
-            let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-            let committed = std::fs::read_to_string(&full).unwrap_or_default();
-            assert!(
-                committed == generated,
-                "{} is out of date: run `cargo run -p otlp-operator -- crd > crds/otlpcollector.yaml` and copy it to helm/otlp-operator/crds/",
-                full.display()
-            );
+    fn the_committed_crds_match_the_types() {
+        for (file, generated) in crate::crds() {
+            for dir in ["../crds", "../helm/otlp-operator/crds"] {
+                let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(file);
+                if std::env::var_os("UPDATE_CRDS").is_some() {
+                    std::fs::write(&full, &generated).unwrap();
+                    continue;
+                }
+                let committed = std::fs::read_to_string(&full).unwrap_or_default();
+                assert!(
+                    committed == generated,
+                    "{} is out of date: run `cargo run -p otlp-operator -- crd`, and put each document in crds/ and helm/otlp-operator/crds/ (or run the test with UPDATE_CRDS=1)",
+                    full.display()
+                );
+            }
         }
     }
 

@@ -1,5 +1,7 @@
-//! The only I/O: watch OtlpCollectors and their children, reconcile, lead, serve metrics.
+//! The only I/O: watch OtlpCollectors, CollectorPipelines and the collectors' children,
+//! reconcile, lead, serve metrics.
 
+pub mod collector_pipeline;
 pub mod context;
 pub mod otlp_collector;
 

@@ -12,17 +12,18 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt as _, predicates, reflector, watcher};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use super::context::{Context, RunConfig};
-use crate::api::{OtlpCollector, OtlpCollectorStatus, TlsMode};
+use crate::api::{CollectorPipeline, OtlpCollector, OtlpCollectorStatus, TlsMode};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::resources::secret::{Issued, now_seconds};
-use crate::resources::{self, Desired, Observed, labels};
+use crate::resources::{self, Desired, Observed, configmap, labels};
 use crate::status::{self, Outcome};
 use crate::{Error, FIELD_MANAGER, Result, apply};
 
@@ -136,8 +137,22 @@ fn key(cr: &OtlpCollector) -> String {
 }
 
 async fn observe(client: &Client, cr: &OtlpCollector, ns: &str) -> Result<Observed> {
+    let name = cr.name_any();
+    let pipelines: Api<CollectorPipeline> = Api::namespaced(client.clone(), ns);
+    let pipelines = pipelines
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.spec.collectors.contains(&name))
+        .collect();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let running = config_maps.get_opt(&labels::collector(cr)).await?.and_then(|cm| {
+        let yaml = cm.data?.remove(configmap::CONFIG_KEY)?;
+        otlp_collector::config::Config::from_yaml(&yaml).ok()
+    });
     if cr.spec.tls.mode == TlsMode::Disabled {
-        return Ok(Observed::default());
+        return Ok(Observed { pipelines, running, ..Observed::default() });
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let tls = &cr.spec.tls;
@@ -154,6 +169,8 @@ async fn observe(client: &Client, cr: &OtlpCollector, ns: &str) -> Result<Observ
             Some(name) => secrets.get_opt(name).await?,
             None => None,
         },
+        pipelines,
+        running,
     })
 }
 
@@ -246,7 +263,7 @@ pub async fn run(client: Client, config: RunConfig, metrics: Arc<Metrics>, shutd
     metrics.leader.set(1);
     let ctx = Arc::new(Context::new(client.clone(), elector.identity(), metrics.clone()));
     let stop = CancellationToken::new();
-    let controller = controller(client, config.namespace.as_deref(), ctx, stop.clone());
+    let controller = controller(client, config.namespace.as_deref(), ctx.clone(), stop.clone());
     let keep_lease = async {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
@@ -261,8 +278,15 @@ pub async fn run(client: Client, config: RunConfig, metrics: Arc<Metrics>, shutd
             }
         }
     };
+    let pipelines = super::collector_pipeline::controller(
+        ctx.client.clone(),
+        config.namespace.as_deref(),
+        ctx.clone(),
+        stop.clone(),
+    );
+    let controllers = futures::future::join(controller, pipelines);
     let result = tokio::select! {
-        _ = controller => Ok(()),
+        _ = controllers => Ok(()),
         e = keep_lease => Err(e),
         _ = shutdown.cancelled() => Ok(()),
     };
@@ -309,6 +333,15 @@ async fn controller(client: Client, namespace: Option<&str>, ctx: Arc<Context>, 
         .owns(children::<Secret>(&client, namespace), owned.clone())
         .owns(children::<HorizontalPodAutoscaler>(&client, namespace), owned.clone())
         .owns(children::<PodDisruptionBudget>(&client, namespace), owned)
+        // A pipeline's change or deletion re-renders the config of every collector it names.
+        .watches(children::<CollectorPipeline>(&client, namespace), watcher::Config::default(), |p| {
+            let ns = p.namespace();
+            p.spec
+                .collectors
+                .iter()
+                .map(|c| ObjectRef::new(c).within(ns.as_deref().unwrap_or_default()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -9,9 +9,11 @@ use otlp_collector::config::{
 };
 use otlp_collector::signal::Signal;
 
+use kube::ResourceExt as _;
+
 use super::{SpecError, child_meta, labels, parse_duration, stable_hash};
 use crate::Result;
-use crate::api::{AccessDefault, OtlpCollector, RateLimitSpec, SignalName, TlsMode};
+use crate::api::{AccessDefault, CollectorPipeline, OtlpCollector, RateLimitSpec, SignalName, TlsMode};
 
 /// The key of the config file in the ConfigMap.
 pub const CONFIG_KEY: &str = "collector.yaml";
@@ -30,8 +32,104 @@ pub fn config_path() -> String {
     format!("{CONFIG_DIR}/{CONFIG_KEY}")
 }
 
-/// The collector config for this spec; `Err` names every problem the collector would refuse.
-pub fn render(cr: &OtlpCollector) -> Result<Config, SpecError> {
+/// The collector config for this spec with the `pipelines` that name it; `Err` names every
+/// problem the collector would refuse in the spec. A pipeline the collector would refuse
+/// ([`add_pipeline`] says why; the pipeline's status shows it) keeps the version `running` (the
+/// config the collectors have now) holds, if any, so a bad edit stops nothing that flows.
+pub fn render(
+    cr: &OtlpCollector,
+    pipelines: &[CollectorPipeline],
+    running: Option<&Config>,
+) -> Result<Config, SpecError> {
+    let mut config = render_spec(cr)?;
+    let mut sorted: Vec<&CollectorPipeline> = pipelines.iter().collect();
+    sorted.sort_by_key(|p| p.name_any());
+    let mut covered = std::collections::BTreeSet::new();
+    for p in sorted {
+        let name = p.name_any();
+        match add_pipeline(&config, p) {
+            Ok(with) => {
+                config = with;
+                covered.extend(p.spec.signals.iter().map(|s| signal(*s).as_str()));
+            }
+            Err(_) => {
+                if let Some(running) = running {
+                    covered.extend(keep_running(&mut config, running, &name));
+                }
+            }
+        }
+    }
+    // A signal with pipelines of its own no longer goes to the spec's default exporter.
+    for s in covered {
+        config.service.pipelines.remove(s);
+    }
+    let used: std::collections::BTreeSet<String> =
+        config.service.pipelines.values().flat_map(|p| p.exporters.iter().cloned()).collect();
+    config.exporters.retain(|name, _| used.contains(name));
+    config.validate().map_err(SpecError::InvalidConfig)?;
+    Ok(config)
+}
+
+/// Copies the pipelines `<signal>/<name>` of `running`, with the processors and exporters they
+/// use, into `config`. Returns their signals.
+fn keep_running(config: &mut Config, running: &Config, name: &str) -> Vec<&'static str> {
+    let mut signals = Vec::new();
+    for s in [Signal::Traces, Signal::Metrics, Signal::Logs] {
+        let key = format!("{}/{name}", s.as_str());
+        let Some(pipeline) = running.service.pipelines.get(&key) else { continue };
+        for p in &pipeline.processors {
+            if let Some(settings) = running.processors.get(p) {
+                config.processors.insert(p.clone(), settings.clone());
+            }
+        }
+        for e in &pipeline.exporters {
+            if let Some(settings) = running.exporters.get(e) {
+                config.exporters.insert(e.clone(), settings.clone());
+            }
+        }
+        config.service.pipelines.insert(key, pipeline.clone());
+        signals.push(s.as_str());
+    }
+    signals
+}
+
+/// `base` with the pipeline `p` added: its processors and exporters under the names
+/// `<type>/<pipeline>-<n>` and one collector pipeline `<signal>/<pipeline>` per signal. `Err`:
+/// every problem, in the collector's own words, with the pipeline's fields named.
+pub fn add_pipeline(base: &Config, p: &CollectorPipeline) -> Result<Config, String> {
+    let name = p.name_any();
+    let mut root = serde_json::to_value(base).map_err(|e| format!("rendering the collector config: {e}"))?;
+    let mut section = |field: &str, items: &[serde_json::Value]| -> Result<Vec<String>, String> {
+        let mut keys = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let entry = item.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next());
+            let Some((kind, settings)) = entry else {
+                return Err(format!("spec.{field}[{i}]: must be one `type: settings` pair, e.g. `batch: {{}}`"));
+            };
+            let key = format!("{kind}/{name}-{i}");
+            let settings = if settings.is_null() { serde_json::json!({}) } else { settings.clone() };
+            let map = root
+                .as_object_mut()
+                .expect("a config is a mapping")
+                .entry(field)
+                .or_insert_with(|| serde_json::json!({}));
+            map[&key] = settings;
+            keys.push(key);
+        }
+        Ok(keys)
+    };
+    let processors = section("processors", &p.spec.processors)?;
+    let exporters = section("exporters", &p.spec.exporters)?;
+    for s in &p.spec.signals {
+        root["service"]["pipelines"][format!("{}/{name}", signal(*s).as_str())] =
+            serde_json::json!({"receivers": ["otlp"], "processors": processors, "exporters": exporters});
+    }
+    let yaml = serde_norway::to_string(&root).map_err(|e| format!("rendering the collector config: {e}"))?;
+    Config::from_yaml(&yaml).map_err(|e| e.0.join("; "))
+}
+
+/// The collector config for the OtlpCollector's own spec, without pipelines.
+fn render_spec(cr: &OtlpCollector) -> Result<Config, SpecError> {
     let spec = &cr.spec;
     let mut c = Config::default();
     let otlp = &mut c.receivers.otlp;

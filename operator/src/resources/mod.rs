@@ -59,6 +59,10 @@ pub struct Observed {
     pub issuer_secret: Option<Secret>,
     /// `spec.tls.clientCA.secretName`.
     pub client_ca_secret: Option<Secret>,
+    /// The CollectorPipelines of the namespace that name this collector.
+    pub pipelines: Vec<crate::api::CollectorPipeline>,
+    /// The config the collectors run now (from their ConfigMap), if it parses.
+    pub running: Option<otlp_collector::config::Config>,
 }
 
 /// Every object the OtlpCollector should have, and facts for its status.
@@ -82,7 +86,7 @@ pub struct Desired {
 
 /// Builds every desired object. `now` decides certificate renewal.
 pub fn desired(cr: &OtlpCollector, observed: &Observed, now: Timestamp) -> Result<Desired> {
-    let config = configmap::render(cr)?;
+    let config = configmap::render(cr, &observed.pipelines, observed.running.as_ref())?;
     let config_map = configmap::config_map(cr, &config)?;
     let (secrets, certificate, certificate_issued) = if cr.spec.tls.mode == TlsMode::Disabled {
         (Vec::new(), None, None)

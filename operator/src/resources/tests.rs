@@ -7,7 +7,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::secret::Issued;
 use super::*;
-use crate::api::{AccessRuleSpec, AccessSpec, ExporterSpec, SignalName};
+use crate::api::{AccessRuleSpec, AccessSpec, CollectorPipeline, ExporterSpec, SignalName};
 
 fn now() -> Timestamp {
     Timestamp::from_second(1_900_000_000).unwrap()
@@ -67,7 +67,7 @@ fn the_config_map_holds_the_collectors_own_config_and_parses_back() {
     let d = build(&cr);
     let yaml = &d.config_map.data.as_ref().unwrap()[configmap::CONFIG_KEY];
     let parsed = Config::from_yaml(yaml).expect("the collector reads what the operator wrote");
-    assert_eq!(parsed, configmap::render(&cr).unwrap());
+    assert_eq!(parsed, configmap::render(&cr, &[], None).unwrap());
     let tls = parsed.receivers.otlp.tls.unwrap();
     assert_eq!(tls.cert_file, "/etc/otlp-collector/tls/tls.crt");
     assert_eq!(tls.key_file, "/etc/otlp-collector/tls/tls.key");
@@ -80,9 +80,9 @@ fn the_config_map_holds_the_collectors_own_config_and_parses_back() {
 
 #[test]
 fn server_tls_has_no_client_ca_and_plaintext_has_no_tls() {
-    let tls = configmap::render(&OtlpCollector::test().with_tls()).unwrap();
+    let tls = configmap::render(&OtlpCollector::test().with_tls(), &[], None).unwrap();
     assert_eq!(tls.receivers.otlp.tls.unwrap().client_ca_file, None);
-    assert_eq!(configmap::render(&OtlpCollector::test()).unwrap().receivers.otlp.tls, None);
+    assert_eq!(configmap::render(&OtlpCollector::test(), &[], None).unwrap().receivers.otlp.tls, None);
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn access_rules_rate_limits_and_exporter_are_rendered() {
         rate_limit: None,
     });
     cr.spec.exporter = Some(ExporterSpec { endpoint: "http://tempo:4317".into(), headers: Default::default() });
-    let c = configmap::render(&cr).unwrap();
+    let c = configmap::render(&cr, &[], None).unwrap();
     assert_eq!(c.service.access.rules[0].identities, ["spiffe://prod/*"]);
     assert_eq!(c.service.rate_limits.overrides[0].limit.requests_per_second, Some(10.0));
     assert!(c.exporters.contains_key("otlp") && !c.exporters.contains_key("debug"));
@@ -309,4 +309,66 @@ fn an_external_issuer_secret_signs_and_a_missing_one_is_retried() {
 fn tls_disabled_has_no_secrets() {
     let d = build(&OtlpCollector::test());
     assert!(d.secrets.is_empty() && d.certificate.is_none());
+}
+
+fn pipeline(yaml: &str) -> CollectorPipeline {
+    serde_norway::from_str(yaml).unwrap()
+}
+
+const SHOP: &str = r#"
+apiVersion: otlpfleet.dev/v1alpha1
+kind: CollectorPipeline
+metadata: {name: shop, namespace: telemetry}
+spec:
+  collectors: [edge]
+  signals: [traces, logs]
+  processors:
+    - attributes: {actions: [{key: team, action: upsert, value: shop}]}
+    - batch: {timeout: 1s}
+  exporters:
+    - otlp: {endpoint: "http://tempo.shop:4317"}
+"#;
+
+#[test]
+fn a_pipeline_becomes_collector_pipelines_per_signal_and_takes_its_signals_from_the_default() {
+    let c = configmap::render(&OtlpCollector::test(), &[pipeline(SHOP)], None).unwrap();
+    let names: Vec<&str> = c.service.pipelines.keys().map(String::as_str).collect();
+    assert_eq!(names, ["logs/shop", "metrics", "traces/shop"]);
+    let traces = &c.service.pipelines["traces/shop"];
+    assert_eq!(traces.processors, ["attributes/shop-0", "batch/shop-1"]);
+    assert_eq!(traces.exporters, ["otlp/shop-0"]);
+    assert_eq!(c.service.pipelines["metrics"].exporters, ["debug"], "metrics keep the default exporter");
+    let exporters: Vec<&str> = c.exporters.keys().map(String::as_str).collect();
+    assert_eq!(exporters, ["debug", "otlp/shop-0"]);
+    // What the operator writes is what the collector reads back.
+    assert_eq!(Config::from_yaml(&c.to_yaml()).unwrap(), c);
+}
+
+#[test]
+fn an_invalid_pipeline_is_left_out_with_the_collectors_reason() {
+    let base = configmap::render(&OtlpCollector::test(), &[], None).unwrap();
+    let cases = [
+        (
+            SHOP.replace("    - batch: {timeout: 1s}\n", "")
+                .replace("    - attributes:", "    - batch: {}\n    - attributes:"),
+            "batch",
+        ),
+        (SHOP.replace("timeout: 1s", "timeout: soon"), "processors.batch/shop-1: invalid value: string \"soon\""),
+        (
+            SHOP.replace("    - otlp: {endpoint: \"http://tempo.shop:4317\"}\n", "    - otlp: {}\n      debug: {}\n"),
+            "spec.exporters[0]: must be one `type: settings` pair",
+        ),
+        (SHOP.replace("otlp: {endpoint", "kafka: {endpoint"), "kafka"),
+    ];
+    for (yaml, needle) in cases {
+        let bad = pipeline(&yaml);
+        let err = configmap::add_pipeline(&base, &bad).unwrap_err();
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        let c = configmap::render(&OtlpCollector::test(), std::slice::from_ref(&bad), None).unwrap();
+        assert_eq!(c, base, "the invalid pipeline is left out");
+        // Where the collectors run an earlier version, they keep it.
+        let good = configmap::render(&OtlpCollector::test(), &[pipeline(SHOP)], None).unwrap();
+        let kept = configmap::render(&OtlpCollector::test(), &[bad], Some(&good)).unwrap();
+        assert_eq!(kept, good, "the running version stays");
+    }
 }

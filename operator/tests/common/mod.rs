@@ -31,13 +31,14 @@ pub fn manifest(ns: &str) -> String {
 
 static CRD: OnceCell<()> = OnceCell::const_new();
 
-/// Installs the committed CRD (as a user would, with kubectl) once per test binary.
+/// Installs the committed CRDs (as a user would, `kubectl apply -f crds/`) once per test binary.
 pub async fn install_crd(ns: &TestNs) -> anyhow::Result<()> {
     CRD.get_or_try_init(|| async {
-        let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/otlpcollector.yaml"))?;
-        ns.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&crd)).await?;
-        ns.kubectl(&["wait", "--for=condition=Established", "crd/otlpcollectors.otlpfleet.dev", "--timeout=30s"], None)
-            .await?;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+        ns.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", dir], None).await?;
+        for crd in ["crd/otlpcollectors.otlpfleet.dev", "crd/collectorpipelines.otlpfleet.dev"] {
+            ns.kubectl(&["wait", "--for=condition=Established", crd, "--timeout=30s"], None).await?;
+        }
         anyhow::Ok(())
     })
     .await?;

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{OtlpCollector, OtlpCollectorStatus, Phase, TlsMode};
+use crate::resources::configmap::PipelineReport;
 use crate::resources::{self, Desired, SpecError, labels};
 
 pub const READY: &str = "Ready";
@@ -13,6 +14,7 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const CERTIFICATE_READY: &str = "CertificateReady";
 pub const CONFIG_VALID: &str = "ConfigValid";
+pub const PIPELINES_READY: &str = "PipelinesReady";
 
 /// How the reconcile went.
 #[derive(Debug)]
@@ -114,6 +116,11 @@ pub fn compute(
         _ => None,
     };
     conditions.extend(cert_condition.or_else(|| old_condition(&old, CERTIFICATE_READY)));
+    let pipelines = match outcome {
+        Outcome::Applied(d) => Some(pipelines_condition(&d.pipelines, cond)),
+        _ => None,
+    };
+    conditions.extend(pipelines.or_else(|| old_condition(&old, PIPELINES_READY)));
 
     let degraded = conditions.iter().any(|c| c.type_ == DEGRADED && c.status == "True");
     let phase = if degraded {
@@ -137,6 +144,31 @@ pub fn compute(
         }),
         certificate,
     }
+}
+
+/// PipelinesReady: False while the collector refuses a CollectorPipeline that names it.
+fn pipelines_condition(report: &PipelineReport, cond: impl Fn(&str, bool, &str, String) -> Condition) -> Condition {
+    let PipelineReport { rendered, kept, left_out } = report;
+    if kept.is_empty() && left_out.is_empty() {
+        let message = if rendered.is_empty() {
+            "no CollectorPipeline names this collector".to_owned()
+        } else {
+            format!("rendered: {}", rendered.join(", "))
+        };
+        return cond(PIPELINES_READY, true, "AllRendered", message);
+    }
+    let mut parts = Vec::new();
+    if !kept.is_empty() {
+        parts.push(format!("refused, running their last accepted version: {}", kept.join(", ")));
+    }
+    if !left_out.is_empty() {
+        parts.push(format!("refused and left out: {}", left_out.join(", ")));
+    }
+    if !rendered.is_empty() {
+        parts.push(format!("rendered: {}", rendered.join(", ")));
+    }
+    parts.push("kubectl get otlpp says why".to_owned());
+    cond(PIPELINES_READY, false, "PipelineRefused", parts.join("; "))
 }
 
 fn old_condition(old: &OtlpCollectorStatus, type_: &str) -> Option<Condition> {
@@ -194,6 +226,25 @@ mod tests {
 
     fn get<'a>(s: &'a OtlpCollectorStatus, type_: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn pipelines_ready_says_which_pipelines_the_collector_refused() {
+        let cr = OtlpCollector::test();
+        let mut d = desired(&cr, &Observed::default(), t(0)).unwrap();
+        let s = compute(&cr, Some(&deployment(1, 1)), &Outcome::Applied(&d), t(0));
+        let c = get(&s, PIPELINES_READY);
+        assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "no CollectorPipeline names this collector"));
+        d.pipelines =
+            PipelineReport { rendered: vec!["shop".into()], kept: vec!["ads".into()], left_out: vec!["new".into()] };
+        let s = compute(&cr, Some(&deployment(1, 1)), &Outcome::Applied(&d), t(0));
+        let c = get(&s, PIPELINES_READY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PipelineRefused"));
+        assert_eq!(
+            c.message,
+            "refused, running their last accepted version: ads; refused and left out: new; rendered: shop; kubectl get otlpp says why"
+        );
+        assert_eq!(s.phase, Some(Phase::Running), "a refused pipeline does not degrade the fleet");
     }
 
     #[test]

@@ -705,6 +705,9 @@ async fn a_collector_pipeline_is_rendered_reported_kept_when_broken_and_removed(
         wait_pipeline(&ns, "shop", "False", "InvalidPipeline").await?;
         let p = ns.kubectl(&["get", "otlpp", "shop", "-o", "jsonpath={.status.conditions[0].message}"], None).await?;
         ensure!(p.contains("exporters.otlp/shop-0.endpoint"), "message: {p}");
+        let cr = wait_condition(&ns, "PipelinesReady", "False").await?;
+        let cond = condition(&cr, "PipelinesReady").context("PipelinesReady")?;
+        ensure!(cond.message.contains("running their last accepted version: shop"), "message: {}", cond.message);
         op.wait_quiet().await?;
         ensure!(config_of(&ns, "edge").await?.contains("http://tempo.shop:4317"), "edge keeps the running version");
 
@@ -713,6 +716,7 @@ async fn a_collector_pipeline_is_rendered_reported_kept_when_broken_and_removed(
         let gone = |cm: &ConfigMap| collector_yaml(cm).is_some_and(|y| !y.contains("shop") && y.contains("traces:"));
         wait_for(&ns, "edge-collector", "the pipeline to leave edge's config", WAIT, gone).await?;
         wait_for(&ns, "core-collector", "the pipeline to leave core's config", WAIT, gone).await?;
+        wait_condition(&ns, "PipelinesReady", "True").await?;
         op.stop().await
     })
     .await

@@ -324,7 +324,7 @@ pub struct OtlpCollectorStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Ready, Progressing, Degraded, CertificateReady, ConfigValid.
+    /// Ready, Progressing, Degraded, CertificateReady, ConfigValid, PipelinesReady.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

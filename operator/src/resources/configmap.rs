@@ -41,7 +41,28 @@ pub fn render(
     pipelines: &[CollectorPipeline],
     running: Option<&Config>,
 ) -> Result<Config, SpecError> {
+    render_reporting(cr, pipelines, running).map(|(config, _)| config)
+}
+
+/// What became of the CollectorPipelines that name a collector.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineReport {
+    /// In the config as written.
+    pub rendered: Vec<String>,
+    /// Refused by the collector; the config keeps the version the collectors run.
+    pub kept: Vec<String>,
+    /// Refused by the collector, and not running: left out.
+    pub left_out: Vec<String>,
+}
+
+/// [`render`], and what became of each pipeline.
+pub fn render_reporting(
+    cr: &OtlpCollector,
+    pipelines: &[CollectorPipeline],
+    running: Option<&Config>,
+) -> Result<(Config, PipelineReport), SpecError> {
     let mut config = render_spec(cr)?;
+    let mut report = PipelineReport::default();
     let mut sorted: Vec<&CollectorPipeline> = pipelines.iter().collect();
     sorted.sort_by_key(|p| p.name_any());
     let mut covered = std::collections::BTreeSet::new();
@@ -51,10 +72,15 @@ pub fn render(
             Ok(with) => {
                 config = with;
                 covered.extend(p.spec.signals.iter().map(|s| signal(*s).as_str()));
+                report.rendered.push(name);
             }
             Err(_) => {
-                if let Some(running) = running {
-                    covered.extend(keep_running(&mut config, running, &name));
+                let kept = running.map(|r| keep_running(&mut config, r, &name)).unwrap_or_default();
+                if kept.is_empty() {
+                    report.left_out.push(name);
+                } else {
+                    covered.extend(kept);
+                    report.kept.push(name);
                 }
             }
         }
@@ -67,7 +93,7 @@ pub fn render(
         config.service.pipelines.values().flat_map(|p| p.exporters.iter().cloned()).collect();
     config.exporters.retain(|name, _| used.contains(name));
     config.validate().map_err(SpecError::InvalidConfig)?;
-    Ok(config)
+    Ok((config, report))
 }
 
 /// Copies the pipelines `<signal>/<name>` of `running`, with the processors and exporters they

@@ -82,11 +82,13 @@ pub struct Desired {
     pub version: String,
     /// `spec.replicas`, bounded by autoscaling's min and max: what the Deployment gets.
     pub replicas: i32,
+    /// What became of the CollectorPipelines that name the collector.
+    pub pipelines: configmap::PipelineReport,
 }
 
 /// Builds every desired object. `now` decides certificate renewal.
 pub fn desired(cr: &OtlpCollector, observed: &Observed, now: Timestamp) -> Result<Desired> {
-    let config = configmap::render(cr, &observed.pipelines, observed.running.as_ref())?;
+    let (config, pipelines) = configmap::render_reporting(cr, &observed.pipelines, observed.running.as_ref())?;
     let config_map = configmap::config_map(cr, &config)?;
     let (secrets, certificate, certificate_issued) = if cr.spec.tls.mode == TlsMode::Disabled {
         (Vec::new(), None, None)
@@ -107,6 +109,7 @@ pub fn desired(cr: &OtlpCollector, observed: &Observed, now: Timestamp) -> Resul
         certificate_issued,
         version: version(cr),
         replicas,
+        pipelines,
     })
 }
 

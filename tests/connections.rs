@@ -114,38 +114,6 @@ async fn many_large_requests_on_one_connection_all_complete_with_one_read_permit
     c.collector.shutdown().await;
 }
 
-/// One gRPC Export over a raw HTTP/2 connection, so a test can hold a
-/// request's body back: its first `sent` bytes go now, the rest when the
-/// returned sender is used.
-fn export_started(
-    client: &mut h2::client::SendRequest<bytes::Bytes>,
-    framed: &bytes::Bytes,
-    sent: usize,
-) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
-    let request = http::Request::post(otlp_collector::signal::Signal::Metrics.grpc_path())
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (response, mut body) = client.send_request(request, false).unwrap();
-    body.send_data(framed.slice(..sent), sent == framed.len()).unwrap();
-    (response, body)
-}
-
-/// The gRPC status of an answer (trailers, or headers when trailers-only).
-async fn grpc_status(response: h2::client::ResponseFuture) -> tonic::Status {
-    let response = response.await.unwrap();
-    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
-    }
-    let mut body = response.into_body();
-    while let Some(chunk) = body.data().await {
-        let _ = body.flow_control().release_capacity(chunk.unwrap().len());
-    }
-    let trailers = body.trailers().await.unwrap().expect("trailers");
-    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
-}
-
 /// A gRPC request's announced length is charged to the memory budget when
 /// its 5-byte prefix arrives, before its body is read: requests still being
 /// read count against `memory_limit_mib`, and one that does not fit is
@@ -164,10 +132,7 @@ async fn a_request_being_read_holds_its_announced_length_against_the_memory_limi
         unreachable!("the metrics profile is a metrics request")
     };
     let message = prost::Message::encode_to_vec(&one).repeat(6);
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    let framed = bytes::Bytes::from(framed);
+    let framed = common::grpc_frame(&message);
 
     let tcp = tokio::net::TcpStream::connect(c.collector.grpc_addr.unwrap()).await.unwrap();
     let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
@@ -175,29 +140,29 @@ async fn a_request_being_read_holds_its_announced_length_against_the_memory_limi
     let used = |text: String| gauge(&text, "otlp_memory_used_bytes ");
 
     // The first request sends its prefix and 1,000 bytes, then waits.
-    let (first, mut rest) = export_started(&mut client, &framed, 1000);
+    let (first, mut rest) = common::export_started(&mut client, &framed, 1000);
     wait_for("the first request's announced length to be charged", || async {
         (used(c.metrics_text().await) >= message.len() as f64).then_some(())
     })
     .await;
     // A second of the same size does not fit beside it: refused at once, with
     // the RetryInfo that tells OTLP clients to retry.
-    let (second, _) = export_started(&mut client, &framed, framed.len());
-    let refused = grpc_status(second).await;
+    let (second, _) = common::export_started(&mut client, &framed, framed.len());
+    let refused = common::grpc_status(second).await;
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     assert!(refused.get_details_retry_info().is_some(), "a refusal carries RetryInfo: {refused:?}");
 
     // The first one's body arrives: it is accepted and delivered whole, and
     // once written its memory is free again.
     rest.send_data(framed.slice(1000..), true).unwrap();
-    let accepted = grpc_status(first).await;
+    let accepted = common::grpc_status(first).await;
     assert_eq!(accepted.code(), tonic::Code::Ok, "{accepted:?}");
     assert_eq!(
         common::total_items(&c.wait_items(otlp_collector::signal::Signal::Metrics, 6 * points).await),
         6 * points
     );
     wait_for("the budget to be released", || async { (used(c.metrics_text().await) == 0.0).then_some(()) }).await;
-    let (third, _) = export_started(&mut client, &framed, framed.len());
-    assert_eq!(grpc_status(third).await.code(), tonic::Code::Ok);
+    let (third, _) = common::export_started(&mut client, &framed, framed.len());
+    assert_eq!(common::grpc_status(third).await.code(), tonic::Code::Ok);
     c.collector.shutdown().await;
 }

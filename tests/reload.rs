@@ -91,3 +91,42 @@ async fn an_invalid_reload_is_refused_and_listener_changes_are_named() {
     common::trace_client(&c.grpc_url()).await.export(otlp::traces("svc", 0, 1)).await.unwrap();
     c.collector.shutdown().await;
 }
+
+/// A request that loaded the configuration before a reload but is still
+/// being read when it happens finishes into the pipelines it started in:
+/// the retiring generation closes its inputs only once no request holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_being_read_at_a_reload_is_accepted_not_refused() {
+    let c = TestCollector::start().await;
+    let (otlp_bench::Request::Metrics(request), points) = otlp_bench::Profile::Metrics1000.request() else {
+        unreachable!("the metrics profile is a metrics request")
+    };
+    let framed = common::grpc_frame(&prost::Message::encode_to_vec(&request));
+    let tcp = tokio::net::TcpStream::connect(c.collector.grpc_addr.unwrap()).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+
+    // The request's prefix and first bytes arrive, then it waits: it has
+    // taken the current configuration and is being read.
+    let (response, mut rest) = common::export_started(&mut client, &framed, 1000);
+    let reading = |text: String| {
+        let used = text.lines().find_map(|l| l.strip_prefix("otlp_memory_used_bytes ")).map(str::trim);
+        used.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    wait_for("the request to be charged as being read", || async {
+        (reading(c.metrics_text().await) > 0.0).then_some(())
+    })
+    .await;
+
+    let second = c.dir.path().join("second.jsonl");
+    let mut config = Config::from_yaml(&config_yaml(&second, "", "")).unwrap();
+    config.receivers = c.collector_config_receivers();
+    c.collector.reload(config).await.unwrap();
+
+    rest.send_data(framed.slice(1000..), true).unwrap();
+    let status = common::grpc_status(response).await;
+    assert_eq!(status.code(), tonic::Code::Ok, "{status:?}");
+    c.collector.shutdown().await;
+    let old = read_file_export(&c.out);
+    assert_eq!(common::total_items(&old), points, "delivered by the generation it started in");
+}

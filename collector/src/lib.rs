@@ -153,6 +153,18 @@ impl Generation {
         Ok(Self { ingest, stop, abort, pipelines, exports })
     }
 
+    /// Retires a generation a reload replaced. Requests that took it before
+    /// the swap may still be being read or admitted: its inputs close only
+    /// once none holds it (or at `deadline`), so none of them is refused as
+    /// "shutting down" by a collector that is not. Then [`Generation::drain`].
+    async fn retire(self, deadline: Instant) {
+        // The slot no longer holds it: what else does is a request in flight.
+        while Arc::strong_count(&self.ingest) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        self.drain(deadline).await;
+    }
+
     /// Closes the pipeline inputs, flushes batches into the exporters and lets
     /// them deliver until `deadline`; past it, retries give up.
     async fn drain(mut self, deadline: Instant) {
@@ -364,7 +376,7 @@ impl Collector {
         self.ingest.store(generation.ingest.clone());
         let deadline = Instant::now() + new.service.limits.shutdown_timeout;
         if let Some(old) = self.generation.lock().await.replace(generation) {
-            self.retiring.spawn(old.drain(deadline));
+            self.retiring.spawn(old.retire(deadline));
         }
         *self.config.lock().expect("config lock") = new;
         self.metrics.config_reloads.inc();

@@ -273,3 +273,43 @@ pub async fn trace_client(
         .await
         .expect("connect")
 }
+
+/// One gRPC Export over a raw HTTP/2 connection, so a test can hold a
+/// request's body back: its first `sent` bytes go now, the rest when the
+/// returned sender is used.
+pub fn export_started(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    framed: &bytes::Bytes,
+    sent: usize,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let request = http::Request::post(otlp_collector::signal::Signal::Metrics.grpc_path())
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(framed.slice(..sent), sent == framed.len()).unwrap();
+    (response, body)
+}
+
+/// The gRPC status of an answer (trailers, or headers when trailers-only).
+pub async fn grpc_status(response: h2::client::ResponseFuture) -> tonic::Status {
+    let response = response.await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
+}
+
+/// `message` as one uncompressed gRPC message: a zero flag, its length, the bytes.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    Bytes::from(framed)
+}

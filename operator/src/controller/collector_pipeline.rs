@@ -45,6 +45,7 @@ pub async fn reconcile(p: Arc<CollectorPipeline>, ctx: Arc<Context>) -> Result<A
         let pipelines: Api<CollectorPipeline> = Api::namespaced(ctx.client.clone(), &ns);
         pipelines.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     }
+    ctx.reset_backoff(&key(&p));
     // Changes of the pipeline or of a collector it names wake this up.
     Ok(Action::await_change())
 }
@@ -98,10 +99,15 @@ pub fn compute(
 }
 
 pub fn error_policy(p: Arc<CollectorPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("pipeline {}/{}", p.namespace().unwrap_or_default(), p.name_any());
+    let key = key(&p);
     let delay = ctx.backoff(&key);
     warn!(error = %error, object = %key, retry_in = ?delay, "pipeline status failed");
     Action::requeue(delay)
+}
+
+/// The backoff key: pipelines and collectors share the context's table.
+fn key(p: &CollectorPipeline) -> String {
+    format!("pipeline {}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
 /// Watches CollectorPipelines, and OtlpCollectors for the pipelines that name them.

@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt as _;
 use otlp_collector::config::{
     AccessConfig, AccessDefault as CollectorAccessDefault, AccessRule, Config, ExporterConfig, OtlpExporterConfig,
     RateLimit, RateLimitConfig, RateLimitOverride, TlsConfig,
 };
 use otlp_collector::signal::Signal;
-
-use kube::ResourceExt as _;
 
 use super::{SpecError, child_meta, labels, parse_duration, stable_hash};
 use crate::Result;
